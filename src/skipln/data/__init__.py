@@ -1,0 +1,1 @@
+"""LightningDataModules, with real loaders, offline folders and embedded defaults."""

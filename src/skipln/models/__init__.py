@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` networks that take a :class:`skipln.skip.SkipStrategy`."""

@@ -1,0 +1,1 @@
+"""LightningModules: loss, metrics, optimization and decoding around a network."""

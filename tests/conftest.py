@@ -1,0 +1,27 @@
+"""Shared fixtures: every test runs offline, on the CPU, in its own working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+DEFAULTS = CONFIGS / "defaults.yaml"
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory, so `mlruns/` and caches land in tmp."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
