@@ -16,8 +16,8 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-from skipln.errors import SkipLNError
-from skipln.tracking import MLflowConfigCallback, ensure_local_store, name_runs, run_id_of_checkpoint
+from skipln.errors import find_user_error
+from skipln.tracking import MLflowConfigCallback, local_store_uri, name_runs, run_id_of_checkpoint
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
@@ -33,7 +33,7 @@ class SkipLNCLI(LightningCLI):
             if not _is_mlflow(entry):
                 continue
             init_args = entry.init_args
-            ensure_local_store(init_args.get("tracking_uri"))
+            init_args.tracking_uri = local_store_uri(init_args.get("tracking_uri"))
             # A checkpoint written by a skipln run knows its MLflow run: continue that run, so
             # `test --ckpt_path …` puts BLEU/accuracy beside the training curves.
             ckpt_path = config.get("ckpt_path")
@@ -64,6 +64,9 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
             auto_configure_optimizers=False,
             args=list(args) if args is not None else None,
         )
-    except SkipLNError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -82,11 +82,19 @@ def name_runs(trainer: Trainer, model: LightningModule, datamodule: Any) -> None
         logger.tags = tags
 
 
-def ensure_local_store(tracking_uri: str | None) -> None:
-    """Create the folder of a local SQLite store (SQLite does not create directories)."""
-    if tracking_uri and tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
+def local_store_uri(tracking_uri: str | None) -> str | None:
+    """Make a local SQLite store's path absolute and create its folder.
+
+    SQLite does not create directories, and MLflow caches one store per URI string, so a
+    relative ``sqlite:///mlruns/mlflow.db`` would keep pointing at the first working
+    directory of a process.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri or not tracking_uri.startswith(prefix):
+        return tracking_uri
+    path = Path(tracking_uri.removeprefix(prefix)).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"{prefix}{path}"
 
 
 def run_id_of_checkpoint(path: str | os.PathLike[str]) -> str | None:
