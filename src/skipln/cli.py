@@ -50,7 +50,7 @@ def _is_mlflow(entry: Any) -> bool:
 
 
 def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[str | Path] = ()) -> SkipLNCLI | None:
-    """Run the CLI; errors the user can fix are printed as one message (exit status 2)."""
+    """Run the CLI; errors the user can fix are printed as one message, without a traceback."""
     defaults = [str(p) for p in default_config_files if Path(p).is_file()]
     try:
         return SkipLNCLI(
@@ -69,4 +69,4 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
         if user_error is None:
             raise
         print(f"error: {user_error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(user_error.exit_code) from None

@@ -17,6 +17,9 @@ _recent: deque[SkipLNError] = deque(maxlen=16)
 class SkipLNError(Exception):
     """Base class of errors caused by the user's input or environment."""
 
+    #: The CLI's exit status for this kind of error.
+    exit_code: int = 2
+
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         _recent.append(self)
