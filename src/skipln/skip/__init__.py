@@ -9,31 +9,56 @@ Name any of these (or your own :class:`SkipStrategy` subclass) in YAML::
             skip:
               class_path: skipln.skip.RecursiveSkipLN
               init_args: {recursions: 2}
+
+docs/strategies.md compares them all (formula, source, knobs, cost, where each is meaningful).
 """
 
+from skipln.skip.admin import Admin
+from skipln.skip.b2t import B2T
 from skipln.skip.base import (
     BlockSite,
+    ChannelScale,
     FinalNorm,
     NormFactory,
     SkipConnection,
     SkipStrategy,
     StackBoundary,
+    channel_axis,
     layer_norm,
+    needs_profiling,
+    profile,
 )
 from skipln.skip.classic import Plain, PostLN, PreLN, Scaled
+from skipln.skip.deepnorm import DeepNorm
+from skipln.skip.learnable import LearnableSkipLN
 from skipln.skip.recursive import RecursiveSkipLN
+from skipln.skip.residual import ResiDual
+from skipln.skip.rezero import ReZero, SkipInit
+from skipln.skip.sandwich import SandwichLN
 
 __all__ = [
+    "Admin",
+    "B2T",
     "BlockSite",
+    "ChannelScale",
+    "DeepNorm",
     "FinalNorm",
+    "LearnableSkipLN",
     "NormFactory",
     "Plain",
     "PostLN",
     "PreLN",
+    "ReZero",
     "RecursiveSkipLN",
+    "ResiDual",
+    "SandwichLN",
     "Scaled",
     "SkipConnection",
+    "SkipInit",
     "SkipStrategy",
     "StackBoundary",
+    "channel_axis",
     "layer_norm",
+    "needs_profiling",
+    "profile",
 ]

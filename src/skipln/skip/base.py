@@ -22,7 +22,15 @@ Hooks with do-nothing defaults cover strategies that need more than one block:
 * :meth:`SkipConnection.init_branch` — re-initialise the body's weights (DeepNorm).
 * :class:`BlockSite` — where the block sits (its layer, the depth of its stack, the depths
   of an encoder-decoder), for constants derived from depth and for state that spans the
-  sub-blocks of one layer.
+  sub-blocks of one layer (B2T: ``first_in_layer``/``last_in_layer`` and a stream that
+  carries the layer's input).
+* A profiling pass (Admin): :func:`profile` runs one forward with every connection whose
+  :attr:`SkipConnection.needs_profiling` is true in profiling mode, then lets each set
+  what it measured; :func:`needs_profiling` tells a task whether a model needs one. A
+  training task calls, once, before its first optimizer step::
+
+      if needs_profiling(net):
+          profile(net, lambda: net(*inputs_of_one_training_batch))
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from skipln.errors import ConfigError
@@ -116,6 +125,33 @@ class SkipConnection(nn.Module, ABC):
         ``q_proj``, ``k_proj``, ``v_proj`` and ``out_proj``; feed-forward bodies are their
         ``nn.Linear`` layers. The default leaves the weights as they are.
         """
+
+    @property
+    def needs_profiling(self) -> bool:
+        """Whether part of this connection's initialisation waits for a :func:`profile` pass.
+
+        ``False`` by default. A connection that returns ``True`` keeps the answer in its
+        ``state_dict`` (a buffer), so a model restored from a checkpoint is not profiled again,
+        and implements :meth:`start_profiling` and :meth:`stop_profiling`.
+        """
+        return False
+
+    def start_profiling(self, state: dict[str, Any]) -> None:
+        """Enter profiling mode for the one forward pass that :func:`profile` runs.
+
+        Args:
+            state: one dict shared by every connection profiled in the pass, for quantities
+                that accumulate from block to block (Admin keys it by stack). Blocks run in
+                order, so a connection reads what the blocks before it left there.
+        """
+        raise NotImplementedError(f"{type(self).__name__} needs profiling but does not implement start_profiling")
+
+    def stop_profiling(self, commit: bool) -> None:
+        """Leave profiling mode; apply what the pass measured only when ``commit`` is true.
+
+        :func:`profile` commits only after a pass that reached every profiled connection.
+        """
+        raise NotImplementedError(f"{type(self).__name__} needs profiling but does not implement stop_profiling")
 
 
 class StackBoundary(nn.Module):
@@ -220,8 +256,147 @@ def format_number(value: float) -> str:
     return f"{value:g}"
 
 
+def check_bool(name: str, value: bool, owner: str) -> bool:
+    """Validate a switch hyperparameter, naming it in the error."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}: '{name}' must be true or false, got {value!r}")
+    return value
+
+
+StreamT = TypeVar("StreamT")
+
+
+def expect_stream(h: Any, kind: type[StreamT], owner: str) -> StreamT:
+    """``h`` as the stream object a strategy's boundary makes, or a clear error for the model's author."""
+    if not isinstance(h, kind):
+        raise TypeError(
+            f"{owner} connections take the {kind.__name__} made by the stack's boundary, got "
+            f"{type(h).__name__}: the model must call `h = boundary.enter(x)` before the first block, pass `h` "
+            "unchanged from connection to connection, and end with `boundary(h)`."
+        )
+    return h
+
+
+# Norms over feature maps keep their channels at axis 1; LayerNorm (and any norm over the
+# last dimension) at axis -1. A per-channel skip scale is laid out like the norm's affine.
+_CHANNELS_FIRST_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def channel_axis(norm: nn.Module) -> int:
+    """The axis of the channels that ``norm``'s affine parameters act on: 1 for GroupNorm,
+    BatchNorm and InstanceNorm (feature maps, N×C×…), -1 for anything else (LayerNorm)."""
+    return 1 if isinstance(norm, _CHANNELS_FIRST_NORMS) else -1
+
+
+class ChannelScale(nn.Module):
+    """A learnable multiplier: one scalar, or one value per channel along ``axis``.
+
+    Args:
+        features: number of channels, or ``None`` for a single scalar.
+        init: the initial value of every entry.
+        axis: where the channels are in the tensors it scales (see :func:`channel_axis`).
+    """
+
+    def __init__(self, features: int | None, init: float, axis: int = -1) -> None:
+        super().__init__()
+        self.axis = axis
+        shape = () if features is None else (features,)
+        self.weight = nn.Parameter(torch.full(shape, float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Cast so a float32 scale keeps a bf16/fp16 stream in its dtype under mixed precision.
+        weight = self.weight.to(dtype=x.dtype)
+        if weight.dim() == 0:
+            return weight * x
+        if x.dim() == 0 or x.shape[self.axis] != weight.numel():
+            raise ValueError(
+                f"per-channel scale of {weight.numel()} channels at axis {self.axis} does not fit an input of shape "
+                f"{tuple(x.shape)}; build the strategy with the features and the norm of the stream it scales"
+            )
+        shape = [1] * x.dim()
+        shape[self.axis] = weight.numel()
+        return weight.view(shape) * x
+
+    def fill_(self, value: float) -> None:
+        """Set every entry to ``value`` (without recording it for autograd)."""
+        with torch.no_grad():
+            self.weight.fill_(value)
+
+    def extra_repr(self) -> str:
+        return "scalar" if self.weight.dim() == 0 else f"{self.weight.numel()}, axis={self.axis}"
+
+
+def profiled_connections(model: nn.Module) -> list[tuple[str, SkipConnection]]:
+    """The connections of ``model`` (with their names) that wait for a profiling pass."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SkipConnection) and m.needs_profiling]
+
+
+def needs_profiling(model: nn.Module) -> bool:
+    """Whether ``model`` holds a connection that waits for :func:`profile` (e.g. Admin's).
+
+    Cheap (one walk over the modules); false again once the pass is done, and for a model
+    restored from a checkpoint of a profiled one.
+    """
+    return bool(profiled_connections(model))
+
+
+def profile(model: nn.Module, run: Callable[[], Any]) -> int:
+    """Initialise every connection of ``model`` that needs it from one forward pass.
+
+    Puts those connections in profiling mode, calls ``run`` (which must run the model
+    forward over one training batch, through every such connection) without gradients,
+    then lets each set what it measured. The model stays in the mode it is in: Admin's own
+    profiling ran in training mode, dropout included. Under ``torch.distributed`` every rank
+    must call it; the connections then take rank 0's values, so replicas stay identical.
+
+    Args:
+        model: the network (a plain ``nn.Module``; the task's ``net``).
+        run: runs the forward pass, e.g. ``lambda: net(**inputs)``.
+
+    Returns:
+        The number of connections initialised (0 when none needed it; ``run`` is then not called).
+
+    Raises:
+        RuntimeError: ``run`` missed some of them; nothing is changed then.
+    """
+    connections = profiled_connections(model)
+    if not connections:
+        return 0
+    reached: set[str] = set()
+    hooks = [
+        connection.register_forward_pre_hook(lambda module, args, name=name: reached.add(name))
+        for name, connection in connections
+    ]
+    state: dict[str, Any] = {}
+    commit = False
+    try:
+        for _, connection in connections:
+            connection.start_profiling(state)
+        with torch.no_grad():
+            run()
+        missed = [name for name, _ in connections if name not in reached]
+        if missed:
+            shown = ", ".join(missed[:4]) + (f" and {len(missed) - 4} more" if len(missed) > 4 else "")
+            raise RuntimeError(
+                f"profile(): the forward pass did not reach {len(missed)} of {len(connections)} connections that need "
+                f"profiling ({shown}); make `run` call the whole model (every stack) on one training batch"
+            )
+        commit = True
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for _, connection in connections:
+            connection.stop_profiling(commit)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for _, connection in connections:
+            for tensor in [*connection.parameters(), *connection.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
+    return len(connections)
+
+
 __all__ = [
     "BlockSite",
+    "ChannelScale",
     "FinalNorm",
     "NormFactory",
     "Shortcut",
@@ -229,5 +404,8 @@ __all__ = [
     "SkipStrategy",
     "StackBoundary",
     "Sublayer",
+    "channel_axis",
     "layer_norm",
+    "needs_profiling",
+    "profile",
 ]
