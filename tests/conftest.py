@@ -15,6 +15,12 @@ DEFAULTS = CONFIGS / "defaults.yaml"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tokenizers trained by tests go to a temp folder, never to the user's ~/.cache/skipln."""
+    os.environ["SKIPLN_CACHE_DIR"] = str(tmp_path_factory.mktemp("skipln-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
