@@ -1,0 +1,348 @@
+"""CIFAR ResNets (depth 6n+2) whose every residual sum is an injected skip strategy.
+
+Two block styles, both with 3×3 "basic" blocks in three stages of ``width``, ``2·width`` and
+``4·width`` channels (16/32/64 by default), ``n`` blocks a stage:
+
+* ``basic`` — post-activation, He et al. 2016a, "Deep Residual Learning for Image
+  Recognition": ``out = ReLU(skip(x, F))`` with ``F = conv-BN-ReLU-conv-BN``.
+* ``preact`` — pre-activation, He et al. 2016b, "Identity Mappings in Deep Residual
+  Networks" (the paper's PreAct-ResNet-110): ``out = skip(x, F)`` with
+  ``F = BN-ReLU-conv-BN-ReLU-conv``, and one BN-ReLU after the last block.
+
+``skip(x, F)`` is the strategy's formula (``x + F(x)`` for :class:`~skipln.skip.Plain`,
+``LN(x + LN(x + F(x)))`` for rSkip+LN with two recursions, ...). Where a block halves the
+resolution and doubles the channels, the skip path's shortcut (option A or B of He et al.)
+is handed to the strategy too, so a strategy scales or normalizes the shortcut's output
+exactly as it would the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from skipln.errors import ConfigError
+from skipln.skip import BlockSite, NormFactory, Plain, SkipConnection, SkipStrategy
+
+BlockStyle = Literal["basic", "preact"]
+SkipNorm = Literal["layer", "batch"]
+ShortcutType = Literal["A", "B"]
+
+_BLOCK_STYLES = ("basic", "preact")
+_SKIP_NORMS = ("layer", "batch")
+_SHORTCUTS = ("A", "B")
+
+
+def _check_channels(norm: nn.Module, expected: int, x: Tensor) -> None:
+    if x.dim() != 4 or x.shape[1] != expected:
+        raise ConfigError(
+            f"{type(norm).__name__}({expected}) inside a skip connection got a tensor of shape {tuple(x.shape)}: "
+            f"ResNet builds each connection's normalization for the channels of the block's OUTPUT. A strategy "
+            f"that normalizes the block's INPUT (e.g. Pre-LN) cannot run in a downsampling block, whose input has "
+            f"half as many channels; use a strategy that normalizes the residual sum (PostLN, RecursiveSkipLN) "
+            f"or the branch output."
+        )
+
+
+class LayerNorm2d(nn.GroupNorm):
+    """Layer norm of a feature map: each sample normalized over (C, H, W) together.
+
+    ``GroupNorm`` with one group computes exactly this for any H and W, with a per-channel
+    affine (``weight``, ``bias`` of size C) as in the paper's ResNet experiments.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(num_groups=1, num_channels=channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(self, self.num_channels, x)
+        return super().forward(x)
+
+
+class SkipBatchNorm2d(nn.BatchNorm2d):
+    """``BatchNorm2d`` for a skip connection (the paper's BN ablation), with a clear shape error."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(self, self.num_features, x)
+        return super().forward(x)
+
+
+_NORM_FACTORIES: dict[str, NormFactory] = {"layer": LayerNorm2d, "batch": SkipBatchNorm2d}
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class SubsampleZeroPad(nn.Module):
+    """Shortcut option A (He et al. 2016a on CIFAR): take every ``stride``-th pixel, zero-fill new channels.
+
+    Parameter-free, so a ResNet-20 has the 0.27M parameters the literature quotes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ConfigError(f"SubsampleZeroPad: cannot shrink {in_channels} channels to {out_channels}")
+        self.extra_channels = out_channels - in_channels
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        # The input's channels stay first, so the shortcut is an identity on them.
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+
+
+def projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    """Shortcut option B: a strided 1×1 convolution and BatchNorm."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+def make_shortcut(kind: ShortcutType, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    """The skip path's transform; ``None`` (identity) where the block keeps its shape."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    if kind == "A":
+        return SubsampleZeroPad(in_channels, out_channels, stride)
+    return projection(in_channels, out_channels, stride)
+
+
+class BasicBlock(nn.Module):
+    """Post-activation block: ``ReLU(skip(x, conv-BN-ReLU-conv-BN))``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, skip: SkipConnection, shortcut: nn.Module | None) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv3x3(in_channels, out_channels, stride),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            conv3x3(out_channels, out_channels),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = shortcut
+        self.skip = skip
+        self.activation = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation(self.skip(x, self.body, self.shortcut))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation block: ``skip(x, BN-ReLU-conv-BN-ReLU-conv)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, skip: SkipConnection, shortcut: nn.Module | None) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            conv3x3(in_channels, out_channels, stride),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            conv3x3(out_channels, out_channels),
+        )
+        self.shortcut = shortcut
+        self.skip = skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip(x, self.body, self.shortcut)
+
+
+def he_init(module: nn.Module) -> None:
+    """He et al. 2015 initialisation of convolutions; norms start as the identity."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.weight is not None:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _valid_depths(limit: int) -> list[int]:
+    return list(range(8, limit + 1, 6))
+
+
+class ResNet(nn.Module):
+    """A CIFAR ResNet of depth ``6n + 2`` with an injected skip connection at every block.
+
+    The stem is a 3×3 convolution (followed by BN-ReLU in the ``basic`` style); then
+    ``3n`` blocks in three stages, the first block of stages 2 and 3 halving the resolution
+    with stride 2; then global average pooling and a linear classifier. The strategy builds
+    one connection per block and one boundary around the whole stack of blocks.
+
+    Each connection is built for the channels of its block's output (the residual sum). In
+    the two downsampling blocks the input has half as many channels, so strategies that
+    normalize the block's *input* (Pre-LN, Sandwich-LN) fail there with a clear error. The
+    shortcut always acts on the block's raw input, in both styles.
+
+    Args:
+        depth: number of weighted layers, ``6n + 2`` with ``n >= 1``: 20, 32, 44, 56, 110, ...
+        block: ``"basic"`` (post-activation, He et al. 2016a) or ``"preact"`` (pre-activation,
+            He et al. 2016b).
+        num_classes: size of the classifier's output.
+        in_channels: channels of the input images (3 for CIFAR, 1 for grey-scale digits).
+        width: channels of the first stage; the others have twice and four times as many.
+        skip: the skip strategy of every residual sum (``x + F(x)`` by default).
+        skip_norm: the normalization the strategy uses where it normalizes: ``"layer"``,
+            LN over each sample's (C, H, W) (:class:`LayerNorm2d`), or ``"batch"``,
+            ``BatchNorm2d`` (the paper's BN ablation). Unused by strategies without a norm.
+        shortcut: where a block changes shape, ``"A"``: subsample and zero-pad the channels
+            (parameter-free, He et al. on CIFAR), or ``"B"``: 1×1 convolution and BN.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        block: BlockStyle,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: int = 16,
+        skip: SkipStrategy = Plain(),
+        skip_norm: SkipNorm = "layer",
+        shortcut: ShortcutType = "A",
+    ) -> None:
+        super().__init__()
+        _validate(depth, block, num_classes, in_channels, width, skip, skip_norm, shortcut)
+        if block == "basic" and not skip.tensor_stream:
+            raise ConfigError(
+                f"ResNet(block='basic') applies ReLU between blocks, which needs a skip strategy whose stream is a "
+                f"plain tensor; {skip!r} passes another kind of stream between blocks. Use block: preact "
+                f"(no activation between blocks) with this strategy."
+            )
+        self.depth = depth
+        self.block = block
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.width = width
+        self.skip = skip
+        self.skip_norm = skip_norm
+        self.shortcut = shortcut
+
+        blocks_per_stage = (depth - 2) // 6
+        num_blocks = 3 * blocks_per_stage
+        norm = _NORM_FACTORIES[skip_norm]
+        block_cls = BasicBlock if block == "basic" else PreActBlock
+
+        stem: list[nn.Module] = [conv3x3(in_channels, width)]
+        if block == "basic":
+            stem += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        self.stem = nn.Sequential(*stem)
+
+        blocks: list[nn.Module] = []
+        channels = width
+        for index in range(num_blocks):
+            stage = index // blocks_per_stage
+            out_channels = width * 2**stage
+            stride = 2 if stage > 0 and index % blocks_per_stage == 0 else 1
+            site = BlockSite(layer=index, depth=num_blocks, stack="backbone")
+            blocks.append(
+                block_cls(
+                    channels,
+                    out_channels,
+                    stride,
+                    skip=skip.build(out_channels, norm=norm, site=site),
+                    shortcut=make_shortcut(shortcut, channels, out_channels, stride),
+                )
+            )
+            channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.boundary = skip.build_boundary(
+            channels, norm=norm, site=BlockSite(layer=num_blocks - 1, depth=num_blocks, stack="backbone")
+        )
+
+        # Pre-activation blocks end on a convolution: the last block's output still needs BN-ReLU.
+        self.head_norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True)) if block == "preact" else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        self.features = channels
+
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Only the model's own layers: a connection's or boundary's parameters are the strategy's to initialise.
+        for part in (self.stem, self.head_norm):
+            part.apply(he_init)
+        for block in self.blocks:
+            block.body.apply(he_init)
+            if block.shortcut is not None:
+                block.shortcut.apply(he_init)
+        for block in self.blocks:
+            block.skip.init_branch(block.body)
+
+    @property
+    def name(self) -> str:
+        """``resnet56``, ``preact_resnet110``, with ``-w32`` / ``-B`` where width or shortcut differ from He et al."""
+        name = f"{'preact_' if self.block == 'preact' else ''}resnet{self.depth}"
+        if self.width != 16:
+            name += f"-w{self.width}"
+        if self.shortcut != "A":
+            name += f"-{self.shortcut}"
+        return name
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The pooled features before the classifier, of shape ``(N, 4·width)``."""
+        h = self.boundary.enter(self.stem(x))
+        h = self.blocks(h)
+        x = self.head_norm(self.boundary(h))
+        return self.pool(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits of shape ``(N, num_classes)`` for images of shape ``(N, in_channels, H, W)``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ConfigError(
+                f"{self.name} expects images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}; "
+                f"set the model's in_channels to the data's number of channels."
+            )
+        return self.fc(self.forward_features(x))
+
+
+def _validate(
+    depth: int,
+    block: str,
+    num_classes: int,
+    in_channels: int,
+    width: int,
+    skip: object,
+    skip_norm: str,
+    shortcut: str,
+) -> None:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
+        raise ConfigError(
+            f"ResNet: 'depth' must be 6n+2 for an integer n >= 1 (e.g. {', '.join(map(str, _valid_depths(56)))}, "
+            f"..., 110), got {depth!r}"
+        )
+    if block not in _BLOCK_STYLES:
+        raise ConfigError(f"ResNet: 'block' must be one of {_BLOCK_STYLES}, got {block!r}")
+    if skip_norm not in _SKIP_NORMS:
+        raise ConfigError(f"ResNet: 'skip_norm' must be one of {_SKIP_NORMS}, got {skip_norm!r}")
+    if shortcut not in _SHORTCUTS:
+        raise ConfigError(f"ResNet: 'shortcut' must be one of {_SHORTCUTS}, got {shortcut!r}")
+    for arg, value in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"ResNet: '{arg}' must be an integer >= 1, got {value!r}")
+    if not isinstance(skip, SkipStrategy):
+        raise ConfigError(
+            f"ResNet: 'skip' must be a skipln.skip.SkipStrategy (e.g. skipln.skip.Plain()), got {type(skip).__name__}"
+        )
+
+
+__all__ = [
+    "BasicBlock",
+    "LayerNorm2d",
+    "PreActBlock",
+    "ResNet",
+    "SkipBatchNorm2d",
+    "SubsampleZeroPad",
+    "make_shortcut",
+]
