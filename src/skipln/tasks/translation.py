@@ -1,0 +1,365 @@
+"""Machine translation around an encoder-decoder: label-smoothed training, perplexity, BLEU with beam search.
+
+The data module provides the tokenizer and the raw references
+(:class:`skipln.data.translation.TranslationDataModule`); the network is any module with the
+interface of :class:`skipln.models.transformer.Transformer` (``forward`` for teacher
+forcing, and the incremental decoding entry points that :mod:`skipln.decoding` uses).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
+
+from skipln.decoding import Hypotheses, SpecialTokens, beam_search, greedy_search
+from skipln.decoding.greedy import check_search_args
+from skipln.errors import ConfigError
+from skipln.metrics import CorpusBLEU
+from skipln.optim import Schedule
+from skipln.skip import needs_profiling, profile
+
+Batch = dict[str, Any]
+
+#: The data module's split that each evaluation stage reads references from.
+_SPLITS = {"val": "valid", "test": "test"}
+
+
+def label_smoothed_nll_loss(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Label-smoothed cross-entropy as fairseq computes it, summed over the non-ignored tokens.
+
+    The smoothed target puts ``1 − ε`` on the reference token and spreads ``ε`` evenly over the
+    other ``V − 1`` tokens (PyTorch's ``label_smoothing`` spreads it over all ``V``)::
+
+        loss = (1 − ε − ε/(V−1)) · nll + ε/(V−1) · Σ_v −log p(v)
+
+    Args:
+        logits: ``(..., V)`` unnormalised scores; computed in float32 whatever their dtype.
+        target: ``(...)`` reference token ids.
+        epsilon: the smoothing ε, in [0, 1).
+        ignore_index: target id that contributes nothing (padding).
+
+    Returns:
+        ``(loss, nll_loss)``: the smoothed loss and the plain negative log-likelihood, each a sum.
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    keep = target != ignore_index
+    nll = -lprobs.gather(-1, target.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)
+    smooth = -lprobs.sum(dim=-1)
+    eps_other = epsilon / (lprobs.shape[-1] - 1)
+    loss = (1.0 - epsilon - eps_other) * nll + eps_other * smooth
+    return loss.masked_fill(~keep, 0.0).sum(), nll.masked_fill(~keep, 0.0).sum()
+
+
+class TranslationTask(LightningModule):
+    """Trains a translation network and evaluates it with perplexity and BLEU.
+
+    Loss: label-smoothed cross-entropy per target token (fairseq's
+    ``label_smoothed_cross_entropy``; natural log, where fairseq's logs use base 2). Each
+    process divides by its own token count; under DDP the gradients are then averaged.
+
+    Logged: ``train/loss`` and ``train/nll_loss`` (per step and per epoch, token-weighted);
+    ``val/loss``, ``val/nll_loss``, ``val/ppl`` (``exp`` of the token-level NLL: sums over every
+    process, then divided), ``val/loss_best``; ``test/loss``, ``test/nll_loss``, ``test/ppl``;
+    ``test/bleu`` and ``test/bleu_tok`` from beam search; with ``bleu_on_validation`` also
+    ``val/bleu``, ``val/bleu_tok`` and ``val/bleu_best``.
+
+    BLEU (:class:`skipln.metrics.CorpusBLEU`, equal to ``sacrebleu.corpus_bleu``): the
+    hypotheses are the tokenizer's decoded output, the references the target lines as they
+    are in the data files. ``bleu`` applies sacreBLEU's ``13a`` tokenization (the modern
+    standard, for detokenized text); ``bleu_tok`` splits on whitespace only, which is the
+    tokenized BLEU of fairseq-era papers when the files are Moses-tokenized as
+    ``prepare-iwslt14.sh`` writes them (then ``bleu`` is not a detokenized score: detokenize
+    hypotheses and references first for that).
+
+    Gradient clipping is the Trainer's: ``trainer.gradient_clip_val`` (fairseq's
+    ``--clip-norm``; 0 or unset disables it). A skip strategy that finishes its
+    initialisation from data (Admin) is profiled on the first training batch. Under DDP the
+    data module shards its batches itself (``trainer.use_distributed_sampler: false``); BLEU
+    counts every sentence once even where a sampler repeats some.
+
+    Args:
+        net: the encoder-decoder (e.g. :class:`skipln.models.transformer.Transformer`).
+        optimizer: builds the optimizer from the parameters (``class_path`` in YAML, e.g.
+            ``torch.optim.AdamW`` with ``betas: [0.9, 0.98]``).
+        schedule: multiplies the learning rate at every optimizer step (e.g.
+            :class:`skipln.optim.InverseSqrt`); none when ``None``.
+        label_smoothing: ε of the loss, in [0, 1).
+        beam_size: hypotheses per sentence in beam search (1: greedy search).
+        lenpen: length penalty: scores are divided by ``length ** lenpen``.
+        max_len_a, max_len_b: a translation has at most ``a · source_length + b`` tokens.
+        min_len: a translation has at least this many tokens.
+        bleu_on_validation: also decode the validation set and log ``val/bleu`` every
+            validation (costs a beam search over the validation set).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerCallable,
+        schedule: Schedule | None = None,
+        label_smoothing: float = 0.1,
+        beam_size: int = 5,
+        lenpen: float = 1.0,
+        max_len_a: float = 1.2,
+        max_len_b: int = 10,
+        min_len: int = 1,
+        bleu_on_validation: bool = False,
+    ) -> None:
+        super().__init__()
+        _validate(net, label_smoothing, beam_size, lenpen, max_len_a, max_len_b, min_len)
+        # The CLI logs the resolved config itself (logger=False). The network's weights are in the
+        # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
+        # optimizer lambda in the hparams would be duplicated or fail to pickle.
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer"])
+        self.net = net
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.label_smoothing = label_smoothing
+        self.beam_size = beam_size
+        self.lenpen = lenpen
+        self.max_len_a = max_len_a
+        self.max_len_b = max_len_b
+        self.min_len = min_len
+        self.bleu_on_validation = bleu_on_validation
+
+        self.train_loss, self.train_nll = MeanMetric(), MeanMetric()
+        self.val_loss, self.val_nll = MeanMetric(), MeanMetric()
+        self.test_loss, self.test_nll = MeanMetric(), MeanMetric()
+        self.val_loss_best = MinMetric()
+        self.val_bleu, self.val_bleu_tok = CorpusBLEU("13a"), CorpusBLEU("none")
+        self.test_bleu, self.test_bleu_tok = CorpusBLEU("13a"), CorpusBLEU("none")
+        self.val_bleu_best = MaxMetric()
+
+        self.tokenizer: Any = None
+        self.special: SpecialTokens | None = None
+        self._references: dict[str, list[str]] = {}
+        self._profile_pending = False
+
+    # ----------------------------------------------------------------------- setup
+
+    def setup(self, stage: str) -> None:
+        """Take the tokenizer from the data module and check that it fits the network."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is None:
+            raise ConfigError(
+                "TranslationTask needs a data module with a `tokenizer` (and `references(split)` for BLEU), e.g. "
+                "skipln.data.translation.TranslationDataModule: pass it as `data` in the config "
+                "(or `datamodule=` to the Trainer)."
+            )
+        vocab = getattr(self.net, "vocab_size", None)
+        if vocab is not None and len(tokenizer) != vocab:
+            raise ConfigError(
+                f"the tokenizer has {len(tokenizer)} pieces but the network was built for a vocabulary of {vocab}: "
+                f"set model.init_args.net.init_args.vocab_size to {len(tokenizer)} (with a trained tokenizer, set "
+                f"data.init_args.vocab_size to the same value, so both agree)."
+            )
+        self.tokenizer = tokenizer
+        self.special = SpecialTokens(bos=tokenizer.bos_id, eos=tokenizer.eos_id, pad=tokenizer.pad_id)
+        self._references.clear()
+
+    def references(self, stage: str) -> list[str]:
+        """The raw target sentences of the split an evaluation stage (``val``, ``test``) reads."""
+        if stage not in self._references:
+            self._references[stage] = self.trainer.datamodule.references(_SPLITS[stage])
+        return self._references[stage]
+
+    # ----------------------------------------------------------------------- loss
+
+    def forward(self, src_tokens: Tensor, src_lengths: Tensor, prev_output_tokens: Tensor) -> Tensor:
+        """Teacher-forced logits of the network."""
+        return self.net(src_tokens, src_lengths, prev_output_tokens)
+
+    def _losses(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-token smoothed loss, per-token NLL, and the number of target tokens."""
+        assert self.special is not None, "setup() runs before any step"
+        logits = self(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
+        loss, nll = label_smoothed_nll_loss(logits, batch["target"], self.label_smoothing, self.special.pad)
+        ntokens = (batch["target"] != self.special.pad).sum()
+        return loss / ntokens, nll / ntokens, ntokens
+
+    def on_fit_start(self) -> None:
+        # Strategies such as Admin finish their initialisation from one forward pass on real data.
+        self._profile_pending = needs_profiling(self.net)
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        if self._profile_pending:
+            profile(self.net, lambda: self(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"]))
+            self._profile_pending = False
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, nll, ntokens = self._losses(batch)
+        size = batch["src_tokens"].shape[0]
+        self.train_loss(loss.detach(), ntokens)
+        self.train_nll(nll.detach(), ntokens)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/nll_loss", self.train_nll, on_step=True, on_epoch=True, batch_size=size)
+        return loss
+
+    # ----------------------------------------------------------------------- decoding
+
+    def generate(self, src_tokens: Tensor, src_lengths: Tensor) -> Hypotheses:
+        """The best translation of each sentence as token ids (beam search; greedy when ``beam_size`` is 1)."""
+        assert self.special is not None, "setup() runs before any decoding"
+        options = {"lenpen": self.lenpen, "max_len_a": self.max_len_a, "max_len_b": self.max_len_b, "min_len": self.min_len}
+        if self.beam_size == 1:
+            return greedy_search(self.net, src_tokens, src_lengths, self.special, **options)
+        return beam_search(self.net, src_tokens, src_lengths, self.special, beam_size=self.beam_size, **options)
+
+    def translate(self, batch: Batch) -> list[str]:
+        """Decoded translations of a batch's source sentences."""
+        tokens = self.generate(batch["src_tokens"], batch["src_lengths"]).tokens.cpu()
+        return [self.tokenizer.decode(row.tolist()) for row in tokens]
+
+    # ----------------------------------------------------------------------- evaluation
+
+    def _evaluate(self, batch: Batch, stage: str, with_bleu: bool) -> None:
+        loss, nll, ntokens = self._losses(batch)
+        size = batch["src_tokens"].shape[0]
+        mean_loss, mean_nll = (self.val_loss, self.val_nll) if stage == "val" else (self.test_loss, self.test_nll)
+        mean_loss(loss, ntokens)
+        mean_nll(nll, ntokens)
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/nll_loss", mean_nll, on_step=False, on_epoch=True, batch_size=size)
+        if not with_bleu:
+            return
+        hypotheses = self.translate(batch)
+        ids = batch["ids"].tolist()
+        all_references = self.references(stage)
+        references = [all_references[i] for i in ids]
+        bleu, bleu_tok = (self.val_bleu, self.val_bleu_tok) if stage == "val" else (self.test_bleu, self.test_bleu_tok)
+        bleu.update(hypotheses, references, ids)
+        bleu_tok.update(hypotheses, references, ids)
+        self.log(f"{stage}/bleu", bleu, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log(f"{stage}/bleu_tok", bleu_tok, on_step=False, on_epoch=True, batch_size=size)
+
+    def _log_perplexity(self, stage: str, mean_nll: MeanMetric) -> None:
+        # A plain tensor, so Lightning reduces it: it is already the same on every rank.
+        self.log(f"{stage}/ppl", torch.exp(mean_nll.compute()), sync_dist=True)
+
+    def on_train_start(self) -> None:
+        # The sanity check's validation must not count towards the best values.
+        self.val_loss_best.reset()
+        self.val_bleu_best.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val", with_bleu=self.bleu_on_validation)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_nll.update_count == 0:
+            return
+        self._log_perplexity("val", self.val_nll)
+        self.val_loss_best(self.val_loss.compute())
+        self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True)
+        if self.bleu_on_validation:
+            self.val_bleu_best(self.val_bleu.compute())
+            self.log("val/bleu_best", self.val_bleu_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", with_bleu=True)
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_nll.update_count > 0:
+            self._log_perplexity("test", self.test_nll)
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[list[int], list[str]]:
+        """``(ids, translations)``: each source line's index and its translation (see :class:`TranslationWriter`)."""
+        return batch["ids"].tolist(), self.translate(batch)
+
+    # ----------------------------------------------------------------------- optimization
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.net.parameters())
+        if self.schedule is None:
+            return optimizer
+        scheduler = self.schedule.build(optimizer, self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class TranslationWriter(BasePredictionWriter):
+    """Writes ``predict``'s translations to a text file, one per input line, in input order.
+
+    Add it to the trainer's callbacks for ``predict``::
+
+        python main.py predict --config run.yaml --ckpt_path best.ckpt \\
+            --data.init_args.predict_file input.en \\
+            --trainer.callbacks+=skipln.tasks.translation.TranslationWriter \\
+            --trainer.callbacks.output_path output.de
+
+    Under DDP every process translates its share; rank 0 gathers them and writes the file.
+
+    Args:
+        output_path: the file to write (its folder is created).
+    """
+
+    def __init__(self, output_path: str) -> None:
+        super().__init__(write_interval="batch")
+        self.output_path = Path(output_path)
+        self._lines: dict[int, str] = {}
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._lines = {}
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        ids, translations = prediction
+        self._lines.update(zip(ids, translations, strict=True))
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        lines = self._lines
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list[dict[int, str] | None] = [None] * trainer.world_size
+            dist.all_gather_object(gathered, lines)
+            lines = {i: text for part in gathered if part for i, text in part.items()}
+        if trainer.is_global_zero:
+            self._write(lines)
+        trainer.strategy.barrier("TranslationWriter")
+
+    def _write(self, lines: dict[int, str]) -> None:
+        count = max(lines) + 1 if lines else 0
+        missing = count - len(lines)
+        if missing:
+            warnings.warn(
+                f"TranslationWriter: {missing} of {count} input lines have no translation; they are written as empty "
+                f"lines so that line i of {self.output_path} still translates line i of the input",
+                stacklevel=2,
+            )
+        self.output_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.output_path.open("w", encoding="utf-8") as handle:
+            for i in range(count):
+                handle.write(lines.get(i, "").replace("\n", " ") + "\n")
+
+
+def _validate(
+    net: nn.Module, label_smoothing: float, beam_size: int, lenpen: float, max_len_a: float, max_len_b: int, min_len: int
+) -> None:
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"TranslationTask: 'net' must be a torch.nn.Module, got {type(net).__name__}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"TranslationTask: 'label_smoothing' must be in [0, 1), got {label_smoothing!r}")
+    try:
+        check_search_args(beam_size, float(lenpen), float(max_len_a), max_len_b, min_len)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"TranslationTask: {error}") from None
+
+
+__all__ = ["TranslationTask", "TranslationWriter", "label_smoothed_nll_loss"]
