@@ -1,0 +1,1 @@
+"""Analyses of trained runs: paper-style reports of sweeps from MLflow (:mod:`skipln.analysis.report`)."""

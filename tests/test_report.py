@@ -1,0 +1,259 @@
+"""Reports of sweeps: mean ± std over seeds as the paper shows them, with every run that did not count accounted for."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import mlflow
+import pandas as pd
+import pytest
+
+from conftest import DEFAULTS
+from skipln.analysis.report import (
+    Objective,
+    ReportError,
+    build_report,
+    curves,
+    format_mean_std,
+    history,
+    load_runs,
+    main,
+    plot_curves,
+    run_frame,
+    summarize,
+)
+from sweep_support import EXPERIMENT, add_run, new_store
+
+matplotlib.use("Agg")
+
+NAN = math.nan
+
+
+class Store:
+    """A fresh MLflow store in which a test makes the runs a sweep would have made."""
+
+    def __init__(self, root: Path) -> None:
+        self.uri = new_store(root)
+        self.client = mlflow.MlflowClient(self.uri)
+        self.experiment_id = self.client.create_experiment(EXPERIMENT)
+
+    def run(
+        self,
+        skip: str,
+        seed: int,
+        metrics: Mapping[str, Sequence[float]],
+        *,
+        status: str = "FINISHED",
+        sweep: str = "demo",
+        data: str = "digits",
+        net: str = "resnet20",
+        task: str = "ClassificationTask",
+        cell: str | None = None,
+    ) -> str:
+        tags = {"sweep": sweep, "sweep_cell": cell or f"skip={skip}", "seed": str(seed), "task": task, "net": net, "data": data, "skip": skip}
+        return add_run(self.client, self.experiment_id, tags=tags, metrics=metrics, status=status)
+
+    def report(self, *sweeps: str, **options: object):  # type: ignore[no-untyped-def]
+        return build_report(self.client, load_runs(self.client, EXPERIMENT, sweeps or ("demo",)), **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(workdir: Path) -> Store:
+    return Store(workdir)
+
+
+def classified(test_acc: float, val_acc: Sequence[float] = (0.5, 0.6), val_loss: float = 0.3) -> dict[str, list[float]]:
+    return {"test/acc": [test_acc], "val/acc": list(val_acc), "val/loss": [val_loss], "train/loss_epoch": [1.0, 0.5]}
+
+
+def row(summary: pd.DataFrame, skip: str) -> pd.Series:
+    (index,) = summary.index[summary["strategy"] == skip]
+    return summary.loc[index]
+
+
+def test_cells_are_the_mean_and_sample_std_over_seeds(store: Store) -> None:
+    for seed, acc in enumerate([0.90, 0.92, 0.97]):
+        store.run("rskip_ln-r2", seed, classified(acc))
+    store.run("skip", 0, classified(0.80))
+    report = store.report()
+    rskip = row(report.summary, "rskip_ln-r2")
+    # By hand: mean 0.93; deviations -0.03, -0.01, 0.04; sample variance 0.0026 / 2 = 0.0013.
+    assert rskip["value_mean"] == pytest.approx(0.93)
+    assert rskip["value_std"] == pytest.approx(math.sqrt(0.0013))
+    assert rskip["value_n"] == 3
+    assert report.table.loc[("resnet20", "rskip_ln-r2"), "digits test/acc"] == "0.9300 ± 0.0361 (n=3)"
+    assert report.table.loc[("resnet20", "skip"), "digits test/acc"] == "0.8000 (n=1)"
+
+
+def test_best_is_the_max_val_acc_over_training_for_classification(store: Store) -> None:
+    store.run("skip", 0, classified(0.9, val_acc=[0.5, 0.8, 0.7]))
+    store.run("skip", 1, classified(0.9, val_acc=[0.6, 0.9, 0.85]))
+    report = store.report()
+    assert row(report.summary, "skip")["best_mean"] == pytest.approx(0.85)
+    assert report.table.loc[("resnet20", "skip"), "digits max val/acc"] == "0.8500 ± 0.0707 (n=2)"
+
+
+def test_translation_reports_test_bleu_and_the_min_val_loss(store: Store) -> None:
+    for seed, (bleu, losses) in enumerate([(30.0, [5.0, 3.2, 3.4]), (31.0, [5.0, 3.0, 3.1])]):
+        store.run("post_ln", seed, {"test/bleu": [bleu], "val/loss": losses}, task="TranslationTask", data="iwslt14", net="transformer")
+    report = store.report()
+    assert report.table.loc[("transformer", "post_ln"), "iwslt14 test/bleu"] == "30.50 ± 0.71 (n=2)"
+    assert report.table.loc[("transformer", "post_ln"), "iwslt14 min val/loss"] == "3.100 ± 0.141 (n=2)"
+
+
+def test_failed_runs_are_counted_and_listed_not_averaged(store: Store) -> None:
+    store.run("xskip-2", 0, classified(0.90))
+    store.run("xskip-2", 1, classified(0.94))
+    failed = store.run("xskip-2", 2, classified(0.10), status="FAILED")
+    report = store.report()
+    xskip = row(report.summary, "xskip-2")
+    assert (xskip["value_mean"], xskip["value_n"], xskip["runs"], xskip["failed"]) == (pytest.approx(0.92), 2, 3, 1)
+    assert report.table.loc[("resnet20", "xskip-2"), "digits test/acc"] == "0.9200 ± 0.0283 (n=2); 1 failed"
+    assert failed in report.markdown("demo").split("## Runs left out")[1]
+
+
+def test_a_run_whose_loss_went_nan_or_infinite_is_diverged_not_averaged(store: Store) -> None:
+    store.run("xskip-2", 0, classified(0.90))
+    store.run("xskip-2", 1, classified(0.10, val_loss=NAN))
+    store.run("xskip-2", 2, {**classified(0.10), "train/loss_epoch": [1.0, math.inf]})
+    xskip = row(store.report().summary, "xskip-2")
+    assert (xskip["value_mean"], xskip["value_n"], xskip["diverged"]) == (pytest.approx(0.90), 1, 2)
+
+
+def test_a_run_stopped_by_the_divergence_guard_is_diverged_not_failed(store: Store) -> None:
+    store.run("xskip-2", 0, classified(0.90))
+    stopped = store.run("xskip-2", 1, {"val/acc": [0.1]}, status="FAILED")
+    store.client.set_tag(stopped, "failure_reason", "training diverged: the loss is nan at step 24 (epoch 1) of …")
+    xskip = row(store.report().summary, "xskip-2")
+    assert (xskip["value_n"], xskip["diverged"], xskip["failed"]) == (1, 1, 0)
+    store.client.set_terminated(stopped, "FINISHED")  # a later attempt finished: the tag is history
+    store.client.log_metric(stopped, "test/acc", 0.8)
+    assert row(store.report().summary, "xskip-2")["value_n"] == 2
+
+
+def test_runs_still_running_or_not_tested_are_counted_apart(store: Store) -> None:
+    store.run("skip", 0, classified(0.9))
+    store.run("skip", 1, {"val/acc": [0.5]}, status="RUNNING")
+    store.run("skip", 2, {"val/acc": [0.5], "val/loss": [0.4]})
+    report = store.report()
+    skip = row(report.summary, "skip")
+    assert (skip["value_n"], skip["running"], skip["untested"]) == (1, 1, 1)
+    assert report.table.loc[("resnet20", "skip"), "digits test/acc"] == "0.9000 (n=1); 1 running, 1 untested"
+
+
+def test_a_cell_with_no_run_that_counts_shows_a_dash_and_why(store: Store) -> None:
+    store.run("xskip-0.5", 0, classified(0.1), status="FAILED")
+    assert store.report().table.loc[("resnet20", "xskip-0.5"), "digits test/acc"] == "—; 1 failed"
+
+
+def test_rows_follow_the_grid_columns_are_data_sets_across_sweeps(store: Store) -> None:
+    for sweep, data in (("c10", "cifar10"), ("c100", "cifar100")):
+        for skip in ("skip", "post_ln", "rskip_ln-r2"):
+            store.run(skip, 0, classified(0.5), sweep=sweep, data=data)
+    table = store.report("c10", "c100").table
+    assert list(table.index.get_level_values("strategy")) == ["skip", "post_ln", "rskip_ln-r2"]
+    assert list(table.columns) == ["cifar10 test/acc", "cifar10 max val/acc", "cifar100 test/acc", "cifar100 max val/acc"]
+
+
+def test_cells_with_the_same_strategy_are_told_apart_by_their_cell(store: Store) -> None:
+    store.run("skip", 0, classified(0.5), cell="lr=0.1,skip=skip")
+    store.run("skip", 0, classified(0.7), cell="lr=0.05,skip=skip")
+    table = store.report().table
+    assert list(table.index.get_level_values("strategy")) == ["skip [lr=0.1,skip=skip]", "skip [lr=0.05,skip=skip]"]
+
+
+def test_without_cli_tags_runs_are_described_by_their_config_params(store: Store) -> None:
+    run_id = add_run(store.client, store.experiment_id, tags={"sweep": "demo", "sweep_cell": "skip=x", "seed": "0"},
+                     metrics={"test/acc": [0.5]})  # fmt: skip
+    for key, value in {
+        "model.class_path": "skipln.tasks.classification.ClassificationTask",
+        "model.net.class_path": "skipln.models.resnet.ResNet",
+        "model.net.skip.class_path": "skipln.skip.RecursiveSkipLN",
+        "model.net.skip.recursions": "2",
+        "data.class_path": "skipln.data.digits.DigitsDataModule",
+    }.items():
+        store.client.log_param(run_id, key, value)
+    (described,) = store.report().runs.to_dict("records")
+    assert (described["task"], described["net"], described["data"]) == ("ClassificationTask", "ResNet", "DigitsDataModule")
+    assert described["strategy"] == "RecursiveSkipLN(recursions=2)"
+
+
+def test_a_run_that_failed_before_logging_its_config_counts_in_its_cell(store: Store) -> None:
+    store.run("skip", 0, classified(0.9))
+    add_run(store.client, store.experiment_id, tags={"sweep": "demo", "sweep_cell": "skip=skip", "seed": "1"}, status="FAILED")
+    skip = row(store.report().summary, "skip")
+    assert (skip["runs"], skip["failed"], skip["value_n"]) == (2, 1, 1)
+
+
+def test_a_task_without_defaults_needs_metric_or_is_a_clear_error(store: Store) -> None:
+    store.run("skip", 0, {"test/f1": [0.7], "val/f1": [0.5, 0.6]}, task="SegmentationTask")
+    with pytest.raises(ReportError, match="no default metric for runs of task.*SegmentationTask.*pass --metric"):
+        store.report()
+    report = store.report(metric="test/f1", best=Objective("val/f1", "max"))
+    assert report.table.loc[("resnet20", "skip"), "digits max val/f1"] == "0.6000 (n=1)"
+
+
+def test_an_unknown_sweep_or_experiment_is_a_clear_error(store: Store) -> None:
+    with pytest.raises(ReportError, match="no runs of sweep.*nope.*python -m skipln.sweep run sweeps/nope.yaml"):
+        load_runs(store.client, EXPERIMENT, ["nope"])
+    with pytest.raises(ReportError, match="sweep names are letters"):
+        load_runs(store.client, EXPERIMENT, ["x' OR tags.sweep != '"])
+    with pytest.raises(ReportError, match="no experiment 'other'"):
+        load_runs(store.client, "other", ["demo"])
+
+
+def test_a_step_logged_twice_by_a_restarted_run_keeps_the_later_value(store: Store) -> None:
+    run_id = store.run("skip", 0, {"val/acc": [0.1, 0.2]})
+    store.client.log_metric(run_id, "val/acc", 0.9, step=1, timestamp=10_000)
+    assert history(store.client, run_id, "val/acc").to_dict() == {0: 0.1, 1: 0.9}
+
+
+def test_curves_are_the_mean_over_seeds_with_a_std_band(store: Store) -> None:
+    store.run("skip", 0, classified(0.9, val_acc=[0.2, 0.6]))
+    store.run("skip", 1, classified(0.9, val_acc=[0.4, 0.8]))
+    store.run("skip", 2, classified(0.9, val_acc=[0.0, 0.0]), status="FAILED")
+    runs = run_frame(store.client, load_runs(store.client, EXPERIMENT, ["demo"]))
+    figure = plot_curves(runs, curves(store.client, runs, "val/acc"), "val/acc")
+    (axes,) = [ax for ax in figure.axes if ax.get_visible()]
+    (line,) = axes.get_lines()
+    assert list(line.get_xdata()) == [0, 1]
+    assert list(line.get_ydata()) == pytest.approx([0.3, 0.7])
+    assert line.get_label() == "skip (n=2)"
+    assert axes.get_title() == "digits · resnet20"
+
+
+def test_format_shows_four_significant_digits_and_the_std_to_the_same_decimals() -> None:
+    assert format_mean_std(0.91234, 0.0021, 3) == "0.9123 ± 0.0021 (n=3)"
+    assert format_mean_std(34.567, 0.4, 3) == "34.57 ± 0.40 (n=3)"
+    assert format_mean_std(0.5, NAN, 1) == "0.5000 (n=1)"
+    assert format_mean_std(NAN, NAN, 0) == "—"
+
+
+def test_rows_keep_the_grid_order_of_cells_even_when_runs_were_redone_later(store: Store) -> None:
+    for index, skip in ((2, "c"), (0, "b"), (1, "a")):
+        run_id = store.run(skip, 0, classified(0.5))
+        store.client.set_tag(run_id, "sweep_cell_index", str(index))
+    assert list(summarize(store.report().runs)["strategy"]) == ["b", "a", "c"]
+
+
+def test_the_command_writes_markdown_csv_and_curves(store: Store, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
+    for seed, acc in enumerate([0.9, 0.8]):
+        store.run("rskip_ln-r2", seed, classified(acc))
+    assert main(["demo"]) == 0
+    out = workdir / "reports" / "demo"
+    assert sorted(p.name for p in out.iterdir()) == ["curves-train_loss_epoch.png", "curves-val_acc.png", "runs.csv", "table.csv", "table.md"]
+    assert "| resnet20 | rskip_ln-r2 | 0.8500 ± 0.0707 (n=2) |" in (out / "table.md").read_text()
+    assert pd.read_csv(out / "table.csv")["value_mean"].tolist() == pytest.approx([0.85])
+    assert len(pd.read_csv(out / "runs.csv")) == 2
+    assert all(0 < (out / name).stat().st_size < 300_000 for name in ("curves-val_acc.png", "curves-train_loss_epoch.png"))
+    assert "rskip_ln-r2" in capsys.readouterr().out
+
+
+def test_the_command_without_a_store_says_so(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--tracking-uri", "sqlite:///mlruns/mlflow.db", "--experiment", "skipln"]) == 2
+    assert "no MLflow store at sqlite:///" in capsys.readouterr().err
