@@ -44,6 +44,7 @@ def test_diverged_run_ends_failed_with_reason_tag_and_metrics_so_far(workdir: Pa
     run = only_run(workdir)
     assert run.info.status == "FAILED"
     assert "step 3" in run.data.tags["failure_reason"]
+    assert run.data.tags["failure"] == "diverged"
     history = mlflow.MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db").get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [0, 1, 2]
 

@@ -26,7 +26,8 @@ class DivergenceGuard(Callback):
 
     The paper trains models meant to blow up (xSkip with λ ≠ 1 at depth 110). With
     ``on_nonfinite: stop`` the run ends at the first non-finite loss with a message that names
-    the step, the MLflow run and the strategy; the run is tagged ``failure_reason`` and ends
+    the step, the MLflow run and the strategy; the run is tagged ``failure: diverged`` and
+    ``failure_reason`` (the message), and ends
     FAILED (Lightning finalizes the logger with "failed") with its metrics so far, and the
     checkpoints already written are left as they are — the weights that produced the
     non-finite loss are never saved. With ``on_nonfinite: skip`` the step's gradients are
@@ -61,6 +62,7 @@ class DivergenceGuard(Callback):
         for logger in mlflow_loggers(trainer):
             if trainer.is_global_zero and logger.run_id is not None:
                 logger.experiment.set_tag(logger.run_id, "failure_reason", message)
+                logger.experiment.set_tag(logger.run_id, "failure", "diverged")
         raise DivergenceError(message)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:

@@ -73,7 +73,12 @@ def run_tags(model: LightningModule, datamodule: Any) -> dict[str, str]:
 def name_runs(trainer: Trainer, model: LightningModule, datamodule: Any) -> None:
     """Give every MLflow run that has not started yet a readable name and searchable tags."""
     for logger in mlflow_loggers(trainer):
-        if logger._run_id is not None:  # an existing run keeps its name  # noqa: SLF001
+        if logger._run_id is not None:  # noqa: SLF001 - an existing run (sweep, resume, test) keeps its name
+            if trainer.is_global_zero:
+                existing = logger.experiment.get_run(logger._run_id).data.tags  # noqa: SLF001
+                for key, value in run_tags(model, datamodule).items():
+                    if key not in existing:
+                        logger.experiment.set_tag(logger._run_id, key, value)  # noqa: SLF001
             continue
         tags = dict(logger.tags or {})
         tags.setdefault("mlflow.runName", run_name(model, datamodule))
