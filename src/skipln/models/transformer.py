@@ -357,11 +357,12 @@ class Transformer(nn.Module):
             DecoderLayer(spec, skip, partial(BlockSite, layer=i, depth=decoder_layers, stack="decoder", sublayers=3, **depths))
             for i in range(decoder_layers)
         )
+        # A boundary is described by its stack's last block.
         self.encoder_boundary = skip.build_boundary(
-            dim, site=BlockSite(encoder_layers - 1, encoder_layers, "encoder", 1, 2, **depths)
+            dim, site=BlockSite(layer=encoder_layers - 1, depth=encoder_layers, stack="encoder", sublayer=1, sublayers=2, **depths)
         )
         self.decoder_boundary = skip.build_boundary(
-            dim, site=BlockSite(decoder_layers - 1, decoder_layers, "decoder", 2, 3, **depths)
+            dim, site=BlockSite(layer=decoder_layers - 1, depth=decoder_layers, stack="decoder", sublayer=2, sublayers=3, **depths)
         )
         self._init_weights()
 
