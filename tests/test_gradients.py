@@ -39,6 +39,7 @@ from skipln.skip import BlockSite, PostLN, RecursiveSkipLN, ResiDual, Scaled, Sk
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "analysis" / "gradients.yaml"
 FLOAT32_THEN_64 = (torch.float32, torch.float64)
 SGD = OptimizerSpec("torch.optim.SGD", {"lr": 0.1})
+ADAM = OptimizerSpec("torch.optim.Adam", {"lr": 5e-4, "betas": [0.9, 0.98]})
 
 
 # --------------------------------------------------------------------------- a toy stack with exact gradients
@@ -153,7 +154,9 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Probe
     with pytest.MonkeyPatch.context() as patch:  # the tokenizer is trained into a private cache
         patch.setenv("SKIPLN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         yield {
-            "transformer": TransformerProbe("transformer", TransformerSettings(16, 2, 32, 500, 16, 8, 0.15, "math", SGD)),
+            # The study's Transformer widths (d 64, 4 heads, FFN 128) on batches of 8: at d 16 LN(0.5·x + F)
+            # no longer holds the gradient (the body's variance outweighs λ²), which is not the study's model.
+            "transformer": TransformerProbe("transformer", TransformerSettings(64, 4, 128, 500, 16, 8, 0.15, "math", ADAM)),
             "resnet": ResNetProbe("resnet", ResNetSettings("basic", 4, 16, SGD)),
             "preact_resnet": ResNetProbe("preact_resnet", ResNetSettings("preact", 4, 16, SGD)),
         }
@@ -192,17 +195,21 @@ def test_xskip_half_input_gradient_vanishes_with_depth_in_the_transformer(input_
     assert growth(input_gradient, "transformer", Scaled(0.5), 6, 48) < 1e-4
 
 
-@pytest.mark.parametrize("skip", [PostLN(2.0), PostLN(1.0), RecursiveSkipLN(2), RecursiveSkipLN(3)], ids=lambda s: s.tag)
+@pytest.mark.parametrize(
+    "skip", [PostLN(2.0), PostLN(1.0), PostLN(0.5), RecursiveSkipLN(2), RecursiveSkipLN(3)], ids=lambda s: s.tag
+)
 def test_layer_norm_keeps_the_transformer_input_gradient_within_10x_from_depth_6_to_48(input_gradient, skip) -> None:  # type: ignore[no-untyped-def]
     assert 0.1 < growth(input_gradient, "transformer", skip, 6, 48) < 10
 
 
-def test_layer_norm_does_not_cancel_lambda_half_but_slows_its_vanishing_by_orders_of_magnitude(input_gradient) -> None:  # type: ignore[no-untyped-def]
-    # LN(0.5·x + F) divides by std(0.5·x + F) ≈ √(0.25 + Var F): the skip path keeps a gain < 1.
-    with_ln = growth(input_gradient, "transformer", PostLN(0.5), 6, 48)
-    without = growth(input_gradient, "transformer", Scaled(0.5), 6, 48)
-    assert with_ln < 0.1
-    assert with_ln > 1e3 * without
+def test_post_ln_input_gradient_collapses_in_the_first_training_steps_but_rskip_ln_3_holds(probes) -> None:  # type: ignore[no-untyped-def]
+    def change(skip: SkipStrategy) -> float:
+        readings = list(measure_training(probes["transformer"], skip, 24, seed=0, dtype=torch.float32, steps=10))
+        assert len(readings) == 10
+        return readings[-1].inputs[0] / readings[0].inputs[0]
+
+    assert change(PostLN(1.0)) < 0.05
+    assert change(RecursiveSkipLN(3)) > 0.2
 
 
 def test_layer_norm_tames_lambda_2_in_the_resnet(input_gradient) -> None:  # type: ignore[no-untyped-def]

@@ -302,7 +302,7 @@ class StudyConfig:
     """The YAML mapping after ``--quick`` and ``--models`` (logged with the run)."""
 
     def record_step(self, step: int) -> bool:
-        """Whether training step ``step`` goes into the long table with every layer (training.csv has them all)."""
+        """Whether training step ``step`` goes into the long table with every layer (readings.csv has every step)."""
         return step % self.record_every == 0 or step == self.steps - 1
 
 
@@ -808,8 +808,13 @@ class Results:
         )
         if per_layer:
             self.layers += [
-                {**key, "layer": l, "input_grad_norm": g, "param_grad_norm": reading.params[l] if l < len(reading.params) else math.nan}
-                for l, g in enumerate(reading.inputs)
+                {
+                    **key,
+                    "layer": layer,
+                    "input_grad_norm": norm,
+                    "param_grad_norm": reading.params[layer] if layer < len(reading.params) else math.nan,
+                }
+                for layer, norm in enumerate(reading.inputs)
             ]
 
 
@@ -1135,9 +1140,11 @@ def _style(family: str, lam: float, strategy: str, others: list[str]) -> dict[st
     import matplotlib
 
     if family in (XSKIP, XSKIP_LN):
+        if lam == 1.0:
+            return {"color": "black", "label": "λ = 1"}
         position = 0.5 + math.log(lam) / (2 * math.log(2.5))  # λ = 0.4 … 2.5 spans the colour map
         return {"color": matplotlib.colormaps["coolwarm"](min(max(position, 0.0), 1.0)), "label": f"λ = {lam:g}"}
-    return {"color": matplotlib.colormaps["tab10"](others.index(strategy) % 10), "label": strategy}
+    return {"color": matplotlib.colormaps["tab20"](others.index(strategy) % 20), "label": strategy}
 
 
 def _finite_label(label: str, values: Sequence[float], what: str) -> str:
@@ -1252,6 +1259,8 @@ def plot_training(readings: pd.DataFrame, depth: int, path: Path) -> Path:
             if not finite.all():
                 label += f" (non-finite at step {group.step[~finite].iloc[0]})"
             ax.plot(group.step[finite], group.input_first[finite], color=style["color"], lw=1.2, label=label)
+            if not finite.all() and finite.any():  # × marks the last finite reading of a diverged run
+                ax.plot(group.step[finite].iloc[-1], group.input_first[finite].iloc[-1], "x", color=style["color"], ms=7)
         for col, ax in enumerate(axes[row]):
             ax.set_yscale("log")
             ax.set_title(f"{model}, L = {depth}, training ({frame['dtype'].iloc[0] if len(frame) else ''}): {PANELS[col]}", fontsize=9)
