@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,22 @@ def test_corpus_bleu_merges_the_states_of_several_processes() -> None:
     assert float(rank0.compute()) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
 
 
+def test_corpus_bleu_after_a_distributed_sync_counts_sentences_seen_by_two_processes_once() -> None:
+    hyps, refs = noisy_corpus(12, seed=3)
+    synced: list[bool] = []
+
+    def gather_from_two_identical_ranks(tensor: Tensor, group: Any = None) -> list[Tensor]:
+        synced.append(True)
+        return [tensor, tensor.clone()]
+
+    # compute() runs torchmetrics' own sync, here with an all-gather that returns every state twice.
+    metric = CorpusBLEU(dist_sync_fn=gather_from_two_identical_ranks, distributed_available_fn=lambda: True)
+    metric.update(hyps[:7], refs[:7], list(range(7)))
+    metric.update(hyps[7:], refs[7:], list(range(7, 12)))
+    assert float(metric.compute()) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert synced
+
+
 def test_corpus_bleu_rejects_an_unknown_tokenizer() -> None:
     with pytest.raises(ValueError, match="'tokenize' must be one of"):
         CorpusBLEU(tokenize="moses")
@@ -263,6 +280,18 @@ def test_a_tokenizer_of_another_size_than_the_network_is_rejected_with_the_fix(t
         trainer(tmp_path).fit(task(), datamodule=data)
 
 
+def test_the_task_decodes_with_the_data_modules_current_tokenizer(tmp_path: Path) -> None:
+    # Restoring a checkpoint after setup hands the data module the tokenizer of the trained weights.
+    model, data = task(beam_size=1), ReverseDataModule()
+    trainer(tmp_path).test(model, datamodule=data)
+    batch = next(iter(data.test_dataloader()))
+    before = model.translate(batch)
+    assert any(before)
+    data.tokenizer = WordTokenizer()
+    data.tokenizer.words = [w.upper() for w in data.tokenizer.words]
+    assert model.translate(batch) == [text.upper() for text in before]
+
+
 def test_a_strategy_that_needs_profiling_is_profiled_before_the_first_step(tmp_path: Path) -> None:
     model = task(small_net(skip=Admin()))
     assert needs_profiling(model.net)
@@ -281,6 +310,14 @@ def test_predict_writes_one_translation_per_input_line_in_input_order(tmp_path: 
     assert output.read_text().splitlines() == [e[0] for e in expected]
 
 
+def test_checkpoints_keep_training_settings_but_not_decoding_options() -> None:
+    # LightningCLI re-applies a checkpoint's hparams over the command line: decoding options stored
+    # there could not be changed at test time (`--model.init_args.beam_size 1`).
+    hparams = task(beam_size=3, lenpen=0.6, label_smoothing=0.2).hparams
+    assert hparams["label_smoothing"] == 0.2
+    assert not {"beam_size", "lenpen", "max_len_a", "max_len_b", "min_len", "bleu_on_validation"} & set(hparams)
+
+
 def test_invalid_task_arguments_are_rejected_with_the_argument_named() -> None:
     with pytest.raises(ConfigError, match="'label_smoothing' must be in"):
         task(label_smoothing=1.0)
@@ -296,8 +333,8 @@ def test_a_small_model_learns_to_reverse_sentences_to_high_bleu_in_seconds() -> 
     tokenizer = WordTokenizer()
     sources, targets = reverse_corpus(2000, seed=0)
     net = small_net(dim=64, ffn_dim=128, heads=2)
-    steps, warmup = 250, 30
-    optimizer = torch.optim.Adam(net.parameters(), lr=5e-3, betas=(0.9, 0.98))
+    steps, warmup = 200, 30
+    optimizer = torch.optim.Adam(net.parameters(), lr=6e-3, betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 1.0) * (1 - s / steps))
     items = [(i, s, t) for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
     for step in range(steps):
@@ -326,7 +363,10 @@ CONFIGS = sorted((REPO / "configs" / "transformer").glob("*.yaml")) + [REPO / "c
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_each_translation_config_is_complete_and_valid_for_the_cli(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_each_translation_config_is_complete_and_valid_for_the_cli(
+    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["main.py"])  # the arguments come from `args`, not from pytest's command line
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--config", str(path), "--print_config"])
     assert exit_info.value.code in (0, None), capsys.readouterr().err

@@ -81,9 +81,13 @@ class CorpusBLEU(Metric):
 
     def compute(self) -> Tensor:
         """The BLEU score of every distinct sentence seen so far; 0 when there is none."""
-        if not self.ids:
-            return torch.tensor(0.0, device=self.device)
-        ids, stats = dim_zero_cat(self.ids), dim_zero_cat(self.stats)
+        # Before a sync the states are lists of tensors; after one, concatenated tensors, in
+        # which a process without sentences contributes an empty float tensor.
+        if isinstance(self.ids, list) and not self.ids:
+            return torch.tensor(0.0, dtype=torch.float64, device=self.device)
+        ids, stats = dim_zero_cat(self.ids).long(), dim_zero_cat(self.stats).long().reshape(-1, _STATS)
+        if ids.numel() == 0:
+            return torch.tensor(0.0, dtype=torch.float64, device=self.device)
         stats = stats[_first_occurrences(ids)].sum(dim=0).tolist()
         score = BLEU.compute_bleu(
             correct=stats[2 : 2 + MAX_NGRAM_ORDER],

@@ -31,6 +31,9 @@ from skipln.skip import needs_profiling, profile
 
 Batch = dict[str, Any]
 
+#: Arguments that choose how to decode, not what was trained: not stored in checkpoints.
+DECODING_OPTIONS = ("beam_size", "lenpen", "max_len_a", "max_len_b", "min_len", "bleu_on_validation")
+
 #: The data module's split that each evaluation stage reads references from.
 _SPLITS = {"val": "valid", "test": "test"}
 
@@ -120,8 +123,10 @@ class TranslationTask(LightningModule):
         _validate(net, label_smoothing, beam_size, lenpen, max_len_a, max_len_b, min_len)
         # The CLI logs the resolved config itself (logger=False). The network's weights are in the
         # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
-        # optimizer lambda in the hparams would be duplicated or fail to pickle.
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer"])
+        # optimizer lambda in the hparams would be duplicated or fail to pickle. Decoding options
+        # stay out too: LightningCLI re-applies a checkpoint's hparams over the command line, which
+        # would make `test --ckpt_path … --model.init_args.beam_size 1` silently decode with beam 5.
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", *DECODING_OPTIONS])
         self.net = net
         self.optimizer = optimizer
         self.schedule = schedule
@@ -141,16 +146,19 @@ class TranslationTask(LightningModule):
         self.test_bleu, self.test_bleu_tok = CorpusBLEU("13a"), CorpusBLEU("none")
         self.val_bleu_best = MaxMetric()
 
-        self.tokenizer: Any = None
-        self.special: SpecialTokens | None = None
         self._references: dict[str, list[str]] = {}
         self._profile_pending = False
 
     # ----------------------------------------------------------------------- setup
 
-    def setup(self, stage: str) -> None:
-        """Take the tokenizer from the data module and check that it fits the network."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+    @property
+    def tokenizer(self) -> Any:
+        """The data module's tokenizer.
+
+        Read at every use, not kept: restoring a checkpoint after ``setup`` gives the data module
+        the tokenizer the weights were trained with.
+        """
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is None:
             raise ConfigError(
@@ -158,6 +166,17 @@ class TranslationTask(LightningModule):
                 "skipln.data.translation.TranslationDataModule: pass it as `data` in the config "
                 "(or `datamodule=` to the Trainer)."
             )
+        return tokenizer
+
+    @property
+    def special(self) -> SpecialTokens:
+        """The tokenizer's bos, eos and pad ids."""
+        tokenizer = self.tokenizer
+        return SpecialTokens(bos=tokenizer.bos_id, eos=tokenizer.eos_id, pad=tokenizer.pad_id)
+
+    def setup(self, stage: str) -> None:
+        """Check that the data module's tokenizer fits the network."""
+        tokenizer = self.tokenizer
         vocab = getattr(self.net, "vocab_size", None)
         if vocab is not None and len(tokenizer) != vocab:
             raise ConfigError(
@@ -165,8 +184,6 @@ class TranslationTask(LightningModule):
                 f"set model.init_args.net.init_args.vocab_size to {len(tokenizer)} (with a trained tokenizer, set "
                 f"data.init_args.vocab_size to the same value, so both agree)."
             )
-        self.tokenizer = tokenizer
-        self.special = SpecialTokens(bos=tokenizer.bos_id, eos=tokenizer.eos_id, pad=tokenizer.pad_id)
         self._references.clear()
 
     def references(self, stage: str) -> list[str]:
@@ -183,10 +200,10 @@ class TranslationTask(LightningModule):
 
     def _losses(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Per-token smoothed loss, per-token NLL, and the number of target tokens."""
-        assert self.special is not None, "setup() runs before any step"
         logits = self(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
-        loss, nll = label_smoothed_nll_loss(logits, batch["target"], self.label_smoothing, self.special.pad)
-        ntokens = (batch["target"] != self.special.pad).sum()
+        pad = self.special.pad
+        loss, nll = label_smoothed_nll_loss(logits, batch["target"], self.label_smoothing, pad)
+        ntokens = (batch["target"] != pad).sum()
         return loss / ntokens, nll / ntokens, ntokens
 
     def on_fit_start(self) -> None:
@@ -211,7 +228,6 @@ class TranslationTask(LightningModule):
 
     def generate(self, src_tokens: Tensor, src_lengths: Tensor) -> Hypotheses:
         """The best translation of each sentence as token ids (beam search; greedy when ``beam_size`` is 1)."""
-        assert self.special is not None, "setup() runs before any decoding"
         options = {"lenpen": self.lenpen, "max_len_a": self.max_len_a, "max_len_b": self.max_len_b, "min_len": self.min_len}
         if self.beam_size == 1:
             return greedy_search(self.net, src_tokens, src_lengths, self.special, **options)
