@@ -120,6 +120,8 @@ class MLflowConfigCallback(SaveConfigCallback):
     """
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        from mlflow.entities import Param  # mlflow is imported only when a run logs to it
+
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
         flat = dict(flatten_config(yaml.safe_load(config)))
         for logger in mlflow_loggers(trainer):
@@ -128,13 +130,11 @@ class MLflowConfigCallback(SaveConfigCallback):
             existing = client.get_run(run_id).data.params
             # Params are immutable in MLflow: a run continued by `test` or a resumed `fit` adds only new keys.
             fresh = {k: v for k, v in flat.items() if k not in existing}
-            from mlflow.entities import Param
-
             params = [Param(k, v) for k, v in sorted(fresh.items())]
             for start in range(0, len(params), 100):
                 client.log_batch(run_id, params=params[start : start + 100])
             with tempfile.TemporaryDirectory() as tmp:
-                name = "config.yaml" if not existing else f"config-{trainer.state.fn.value if trainer.state.fn else stage}.yaml"
+                name = "config.yaml" if not existing else f"config-{stage}.yaml"
                 path = Path(tmp) / name
                 path.write_text(config)
                 client.log_artifact(run_id, str(path))
