@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -303,3 +305,11 @@ def test_quick_run_writes_tables_and_figures_and_logs_one_mlflow_run(tmp_path: P
     logged = {a.path for folder in ("tables", "figures") for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"tables/gradients.csv", "tables/summary.csv", "figures/gradients_depth.png"} <= logged
     assert Path(experiment.artifact_location.removeprefix("file://")).is_relative_to(tmp_path)
+
+
+def test_the_study_runs_as_a_module_from_the_command_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "skipln.analysis.gradients", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--quick" in done.stdout
