@@ -1,7 +1,11 @@
-"""Small LightningModules that tests name by class_path (they must live in an importable module)."""
+"""Small LightningModules and callbacks that tests name by class_path (they must live in an importable module)."""
 
 from __future__ import annotations
 
+import os
+import signal as signal_module
+
+from lightning.pytorch import Callback
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from skipln.skip import SkipStrategy
@@ -33,3 +37,21 @@ class NonFiniteAtStep(BoringModel):
         output = super().validation_step(batch, batch_idx)
         self.log("val/loss", output["x"])
         return output
+
+
+class SignalAtStep(Callback):
+    """Sends ``signal`` to its own process when training step ``step`` starts (an interruption at a known point).
+
+    ``SIGTERM`` is what a scheduler or ``kill`` sends: the run stops gracefully after the step.
+    ``SIGKILL`` ends the process on the spot, as an out-of-memory kill or a lost machine would.
+    Only a run that did not start from a checkpoint is interrupted, so the resumed run, with the
+    same config, goes to the end.
+    """
+
+    def __init__(self, signal: str = "SIGTERM", step: int = 1) -> None:
+        self.signal = signal
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+        if trainer.global_step == self.step and trainer.ckpt_path is None:
+            os.kill(os.getpid(), getattr(signal_module, self.signal))

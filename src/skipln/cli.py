@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from skipln.errors import find_user_error
-from skipln.tracking import MLflowConfigCallback, local_store_uri, name_runs, run_id_of_checkpoint
+from skipln.errors import ConfigError, explain_parser_error, find_user_error
+from skipln.resume import SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
+from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
+from skipln.tracking import check_writable_folder, prepare_tracking_store
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
@@ -33,20 +36,91 @@ class SkipLNCLI(LightningCLI):
             if not _is_mlflow(entry):
                 continue
             init_args = entry.init_args
-            init_args.tracking_uri = local_store_uri(init_args.get("tracking_uri"))
+            # Fails fast, with the fix, on a store that cannot be written or a server that does not answer.
+            init_args.tracking_uri = prepare_tracking_store(
+                init_args.get("tracking_uri"), init_args.get("experiment_name") or "lightning_logs", init_args.get("artifact_location")
+            )
             # A checkpoint written by a skipln run knows its MLflow run: continue that run, so
             # `test --ckpt_path …` puts BLEU/accuracy beside the training curves.
             ckpt_path = config.get("ckpt_path")
-            if init_args.get("run_id") is None and ckpt_path and Path(ckpt_path).is_file():
+            if self.subcommand == "fit" and ckpt_path == "last":
+                # Lightning looks for "last" in this run's checkpoint folder, which is new in every process.
+                resumable = self._resolve_last(config, init_args)
+                config.ckpt_path, init_args.run_id = str(resumable.checkpoint), resumable.run_id
+            elif init_args.get("run_id") is None and ckpt_path and Path(ckpt_path).is_file():
                 init_args.run_id = run_id_of_checkpoint(ckpt_path)
+        root = config.trainer.get("default_root_dir")
+        if self.subcommand == "fit" and root and "://" not in str(root):
+            # Checkpoints go there: find out now, not when the first epoch ends.
+            check_writable_folder(root, "trainer.default_root_dir")
+
+    def _resolve_last(self, config: Any, init_args: Any) -> Resumable:
+        """The unfinished run of this config and its newest checkpoint (see :func:`skipln.resume.find_last_checkpoint`)."""
+        import mlflow
+        import yaml
+
+        flat = dict(flatten_config(yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))))
+        return find_last_checkpoint(
+            mlflow.MlflowClient(tracking_uri=init_args.get("tracking_uri")),
+            init_args.get("experiment_name") or "lightning_logs",
+            flat,
+            config.trainer.get("default_root_dir") or ".",
+            run_id=init_args.get("run_id"),
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Kept to tell an interrupted run how to resume (ResumeState's `resume_command` tag).
+        self.argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:  # jsonargparse's many-line message, as one line
+            subcommand = next((word for word in self.argv if word in SUBCOMMANDS), None)
+            help_command = " ".join(filter(None, [parser.prog, subcommand, "--help"]))
+            raise ConfigError(explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
 
     def after_instantiate_classes(self) -> None:
         name_runs(self.trainer, self.model, self.datamodule)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ResumeState):
+                callback.command = getattr(self, "argv", None)
+
+    def fit(self, model: LightningModule, **kwargs: Any) -> None:
+        """``trainer.fit``; a fit stopped by SIGTERM or Ctrl+C ends its MLflow run KILLED, not FAILED.
+
+        Lightning ends the run FAILED and, on SIGTERM, exits with status 0; the run was stopped, not
+        broken, and a caller (a scheduler, the sweep runner) must not take it for finished: SIGTERM
+        exits with 143.
+        """
+        try:
+            self.trainer.fit(model, **kwargs)
+        except BaseException:
+            interruption = next(
+                (c.interruption for c in self.trainer.callbacks if isinstance(c, ResumeState) and c.interruption), None
+            )
+            if interruption is None:
+                raise
+            if self.trainer.is_global_zero:
+                for logger in mlflow_loggers(self.trainer):
+                    if logger.run_id is not None:
+                        logger.experiment.set_terminated(logger.run_id, "KILLED")
+            if interruption == "SIGTERM":
+                raise SystemExit(SIGTERM_EXIT_CODE) from None
+            raise
 
 
 def _is_mlflow(entry: Any) -> bool:
     class_path = getattr(entry, "class_path", None) if entry is not None else None
     return class_path in (MLFLOW_LOGGER, "lightning.pytorch.loggers.mlflow.MLFlowLogger")
+
+
+def _accepted_options(parser: LightningArgumentParser, subcommand: str | None) -> list[str]:
+    """The options (``--trainer.max_epochs``) and config keys (``trainer.max_epochs``) of a subcommand."""
+    parsers = [parser]
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps its actions in this list
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict) and subcommand in choices:
+            parsers.append(choices[subcommand])
+    return [name for each in parsers for action in each._actions for name in (*action.option_strings, action.dest)]  # noqa: SLF001
 
 
 def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[str | Path] = ()) -> SkipLNCLI | None:
@@ -60,12 +134,15 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
             subclass_mode_data=True,
             save_config_callback=MLflowConfigCallback,
             save_config_kwargs={"save_to_log_dir": False},
-            parser_kwargs={cmd: {"default_config_files": defaults} for cmd in SUBCOMMANDS},
+            # Parse errors are raised, not printed with the usage: SkipLNCLI.parse_arguments makes them one line.
+            parser_kwargs={"exit_on_error": False, **{cmd: {"default_config_files": defaults} for cmd in SUBCOMMANDS}},
             auto_configure_optimizers=False,
             args=list(args) if args is not None else None,
         )
     except Exception as error:
         user_error = find_user_error(error)
+        if user_error is None and isinstance(error, ArgumentError):  # raised after parsing (a checkpoint's hparams)
+            user_error = ConfigError(explain_parser_error(str(error)))
         if user_error is None:
             raise
         print(f"error: {user_error}", file=sys.stderr)

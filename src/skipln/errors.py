@@ -4,11 +4,22 @@ Raise a subclass of :class:`SkipLNError` where the user can fix the cause (a mis
 bad value), with a message that says what was wrong and how to fix it. The CLI shows such
 errors without a traceback and exits with status 2; anything else is a bug and keeps its
 traceback.
+
+jsonargparse's own parse errors (an unknown option, a value of the wrong type, a class_path
+that does not import) are many indented lines that repeat the union types tried;
+:func:`explain_parser_error` reduces them to the one line that names the setting, the
+problem and the fix.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
+import re
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 #: The last few user errors raised in this process, for :func:`find_user_error`.
 _recent: deque[SkipLNError] = deque(maxlen=16)
@@ -46,3 +57,155 @@ class ConfigError(SkipLNError, ValueError):
 
 class DataError(SkipLNError):
     """A data set is missing, incomplete, corrupt or malformed."""
+
+
+# -- jsonargparse's messages, in one line -------------------------------------------------------
+
+_KEY = re.compile(r'Parser key "([^"]+)":\s*(.*)$')
+_CLASS = re.compile(r"^Problem with given class_path '([^']+)':\s*(.*)$")
+_GIVEN = re.compile(r"^Given value: (.*?)(?:\. Got value: .*)?$")
+_EXPECTED = re.compile(r"^Expected an? (.+?)(?:\. Got value: (.*))?$")
+_NOT_ACCEPTED = re.compile(r"^Option '([^']+)' is not accepted$")
+_IMPORT_FAILED = re.compile(r"has no attribute|No module named|[Cc]annot import|not a class|[Ii]mport path")
+#: Lines that only list the alternatives jsonargparse tried (None, a config file path, an import path).
+_NOISE = re.compile(
+    r"^(Does not validate against any of the Union subtypes|Subtypes: .*|Errors:|Given value type: .*"
+    r"|Expected a path but .* either not accessible or invalid|Expected a dot import path string: .*"
+    r"|Expected a <class 'NoneType'>.*)$"
+)
+
+
+@dataclass
+class _Frame:
+    """One level of a nested jsonargparse message: a key (``Parser key "net"``) or a class being tried."""
+
+    indent: int
+    key: str | None = None
+    class_path: str | None = None
+
+
+def explain_parser_error(message: str, options: Sequence[str] = (), help_command: str = "") -> str:
+    """jsonargparse's error ``message`` as one line: the setting, what is wrong with it, and the fix.
+
+    Args:
+        message: the text of jsonargparse's ``ArgumentError``.
+        options: the options the command accepts (``--trainer.max_epochs``, ``trainer.max_epochs``),
+            to suggest the closest one for a misspelled name.
+        help_command: the command that lists the accepted options, e.g. ``main.py fit --help``.
+    """
+    see_help = f" (`{help_command}` lists them)" if help_command else ""
+    see_also = f" (see `{help_command}`)" if help_command else ""
+    lines = [line for line in message.splitlines() if line.strip()]
+    first = lines[0].strip() if lines else "invalid arguments"
+    if match := re.match(r"^unrecognized arguments: (.+)$", first):
+        unknown = [token.split("=", 1)[0] for token in match[1].split() if token.startswith("-")] or [match[1]]
+        hints = "".join(_did_you_mean(name, options, "option") for name in unknown)
+        return f"unknown option {', '.join(unknown)}{hints}: check its spelling{see_help}"
+    if match := re.match(r"^(?:Subcommand '[^']+' does not accept option|Option) '([^']+)'(?: is not accepted)?", first):
+        return (
+            f"unknown setting '{match[1]}'{_did_you_mean(match[1], options, 'setting')}: check its spelling in "
+            f"the config file or command line, or remove it{see_help}"
+        )
+    if "Parser key" in message or first.startswith("Problem with given class_path"):
+        return _explain_nested(lines, see_help, see_also)
+    return " ".join(line.strip() for line in lines) + see_also
+
+
+def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
+    """A message of nested ``Parser key``/``class_path`` blocks: explain the innermost failure."""
+    stack: list[_Frame] = []
+    chain: list[_Frame] = []
+    leaves: list[tuple[int, str]] = []
+    for raw in lines:
+        text = raw.lstrip(" -").rstrip()
+        # A block's lines are indented past its first character, a "- " bullet included.
+        indent = len(raw) - len(raw.lstrip(" "))
+        while stack and stack[-1].indent >= indent:
+            stack.pop()
+        if key := _KEY.search(text):
+            stack.append(_Frame(indent, key=key[1]))
+            chain, leaves = list(stack), ([(indent + 1, key[2])] if key[2] else [])
+        elif tried := _CLASS.match(text):
+            stack.append(_Frame(indent, class_path=tried[1]))
+            chain, leaves = list(stack), ([(indent + 1, tried[2])] if tried[2] else [])
+        elif not _NOISE.match(text):
+            leaves.append((indent, text))
+    depth = chain[-1].indent if chain else -1
+    inner = [text for indent, text in leaves if indent > depth]
+    path = _setting_path(chain)
+    owner = next((frame.class_path for frame in reversed(chain) if frame.class_path), None)
+    given = next((m[1] for text in inner if (m := _GIVEN.match(text))), None)
+    reasons = [text for text in inner if not _GIVEN.match(text)]
+    where = f"{path}: " if path else ""
+
+    if owner and chain[-1].class_path and reasons and _IMPORT_FAILED.search(reasons[0]):
+        return (
+            f"{where}cannot import class_path '{owner}' ({reasons[0]}): check the module and class "
+            f"names{_did_you_mean_class(owner)}; a class of your own must be importable (installed, or its "
+            "folder on PYTHONPATH)"
+        )
+    if owner and reasons and (unknown := _NOT_ACCEPTED.match(reasons[0])):
+        name = unknown[1]
+        accepted = _class_arguments(owner)
+        listed = f"; it accepts: {', '.join(accepted)}" if accepted else see_help
+        return (
+            f"{path}.init_args.{name}: {owner} has no argument '{name}'{_did_you_mean(name, accepted, 'argument')}"
+            f"{listed}"
+        )
+    expected = [m for text in reasons if (m := _EXPECTED.match(text))]
+    if expected:
+        value = given if given is not None else next((m[2] for m in expected if m[2] is not None), None)
+        types = " or ".join(dict.fromkeys(_type_name(m[1]) for m in expected))
+        got = f", got {value!r}" if value is not None else ""
+        return f"{where}expected {types}{got}: give a value of that type"
+    detail = "; ".join(reasons) or "invalid value"
+    return f"{where}{detail}{see_also}"
+
+
+def _setting_path(chain: list[_Frame]) -> str:
+    """``model.init_args.net.init_args.depth``: the keys, with ``init_args`` wherever a class nests another."""
+    parts: list[str] = []
+    for frame in chain:
+        if frame.key is not None:
+            if parts:
+                parts.append("init_args")
+            parts.append(frame.key)
+    return ".".join(parts)
+
+
+def _type_name(text: str) -> str:
+    """``<class 'int'>`` → ``int``; ``typing.Literal['a', 'b']`` → ``one of 'a', 'b'``."""
+    if match := re.fullmatch(r"<class '(?:builtins\.)?([^']+)'>", text):
+        return match[1]
+    if match := re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", text):
+        return f"one of {match[1]}"
+    return text
+
+
+def _did_you_mean(name: str, candidates: Sequence[str], kind: str) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean {kind} '{close[0]}'?)" if close else ""
+
+
+def _did_you_mean_class(class_path: str) -> str:
+    """`` (did you mean 'pkg.mod.Name'?)`` when the module imports and has a similar class."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # noqa: BLE001 - a module that does not import has nothing to suggest
+        return ""
+    classes = [attr for attr, value in vars(module).items() if inspect.isclass(value) and not attr.startswith("_")]
+    close = difflib.get_close_matches(name, classes, n=1, cutoff=0.6)
+    return f" (did you mean '{module_name}.{close[0]}'?)" if close else ""
+
+
+def _class_arguments(class_path: str) -> list[str]:
+    """The named arguments of a class's constructor, or none when it cannot be imported."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+        parameters = inspect.signature(cls).parameters.values()
+    except Exception:  # noqa: BLE001 - only a hint: without it the message still names the argument
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in kinds]

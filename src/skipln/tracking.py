@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
+
+from skipln.errors import ConfigError
 
 #: Key under which a checkpoint remembers the MLflow run that wrote it.
 CHECKPOINT_RUN_KEY = "skipln_mlflow_run_id"
@@ -94,12 +97,162 @@ def local_store_uri(tracking_uri: str | None) -> str | None:
     relative ``sqlite:///mlruns/mlflow.db`` would keep pointing at the first working
     directory of a process.
     """
-    prefix = "sqlite:///"
-    if not tracking_uri or not tracking_uri.startswith(prefix):
+    if not tracking_uri or not tracking_uri.startswith(SQLITE_PREFIX):
         return tracking_uri
-    path = Path(tracking_uri.removeprefix(prefix)).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"{prefix}{path}"
+    path = Path(tracking_uri.removeprefix(SQLITE_PREFIX)).absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(_unwritable_store(path, error)) from error
+    return f"{SQLITE_PREFIX}{path}"
+
+
+#: The scheme of MLflow's local SQLite store.
+SQLITE_PREFIX = "sqlite:///"
+#: Seconds a tracking server gets to answer the start-up check (MLflow's own requests retry for minutes).
+SERVER_CHECK_TIMEOUT_S = 10.0
+
+
+def prepare_tracking_store(tracking_uri: str | None, experiment_name: str, artifact_location: str | None = None) -> str | None:
+    """Check at start-up that runs can be logged to ``tracking_uri``, and make its experiment exist.
+
+    Returns the URI to use (a local store's path made absolute). A local SQLite store must be
+    writable; it is created, and the experiment in it, by one process at a time (a file lock
+    beside the database), so that several runs started at once on a fresh store do not race
+    to create the same tables or experiment. A tracking server must answer an HTTP request
+    within :data:`SERVER_CHECK_TIMEOUT_S`: MLflow retries a refused connection with back-off
+    for minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``), which
+    stays so for a server that drops out during a run, but a wrong address is reported at once.
+
+    Raises:
+        ConfigError: the store cannot be written or the server cannot be reached, with the fix.
+    """
+    uri = local_store_uri(tracking_uri)
+    if uri is None:
+        return None
+    if uri.startswith(SQLITE_PREFIX):
+        path = Path(uri.removeprefix(SQLITE_PREFIX))
+        _check_writable(path)
+        with _store_lock(path):
+            _ensure_experiment(uri, experiment_name, artifact_location, store=path)
+    elif uri.startswith(("http://", "https://")):
+        check_server_reachable(uri)
+        _ensure_experiment(uri, experiment_name, artifact_location, store=None)
+    return uri
+
+
+def check_writable_folder(folder: str | os.PathLike[str], setting: str) -> None:
+    """Create ``folder`` if needed and write a scratch file in it; a ConfigError naming ``setting`` if that fails.
+
+    A real write, not ``os.access``: that answers yes to root on a read-only mount.
+    """
+    path = Path(folder).absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to {path} ({_reason(error, with_path=False)}), the folder {setting} names: make it writable, "
+            f"or set {setting} to a writable folder"
+        ) from error
+
+
+def check_server_reachable(uri: str, timeout: float = SERVER_CHECK_TIMEOUT_S) -> None:
+    """One HTTP request to the tracking server; any answer counts (proxies and TLS settings as MLflow uses them)."""
+    import requests  # a dependency of mlflow
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, stream=True).close()
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        if isinstance(error, requests.ConnectionError):
+            reason = "connection refused or host unknown"
+        elif isinstance(error, requests.Timeout):
+            reason = f"no answer within {timeout:g} s"
+        raise ConfigError(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}): start it (`mlflow server --host <host> "
+            "--port <port>`) or correct trainer.logger.init_args.tracking_uri; to log locally instead, set "
+            f"it to {SQLITE_PREFIX}mlruns/mlflow.db"
+        ) from error
+
+
+def _check_writable(database: Path) -> None:
+    """The store's folder takes new files (SQLite writes a journal beside the database) and the database opens for writing."""
+    check_writable_folder(database.parent, "trainer.logger.init_args.tracking_uri")
+    if database.exists():
+        try:
+            with database.open("r+b"):
+                pass
+        except OSError as error:
+            raise ConfigError(_unwritable_store(database, error)) from error
+
+
+def _unwritable_store(database: Path, error: OSError) -> str:
+    return (
+        f"cannot write the MLflow store {database} ({_reason(error)}): make it writable, or log to another store "
+        f"with --trainer.logger.init_args.tracking_uri {SQLITE_PREFIX}<a writable folder>/mlflow.db"
+    )
+
+
+def _reason(error: OSError, with_path: bool = True) -> str:
+    """``permission denied: /x/mlruns``; a path in the way of a folder is named as such."""
+    if isinstance(error, FileExistsError) and error.filename:
+        return f"{error.filename} is a file, not a folder"
+    if isinstance(error, NotADirectoryError) and error.filename:
+        return f"part of the path {error.filename} is a file, not a folder"
+    reason = (error.strerror or str(error)).lower()
+    return f"{reason}: {error.filename}" if error.filename and with_path else reason
+
+
+@contextmanager
+def _store_lock(database: Path) -> Iterator[None]:
+    """An exclusive lock on ``<database>.lock``, held while the store's tables and experiment are created."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: concurrent first runs may race, as with MLflow alone
+        yield
+        return
+    with database.with_name(database.name + ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ensure_experiment(uri: str, name: str, artifact_location: str | None, store: Path | None) -> None:
+    """Create the experiment as MLFlowLogger would (same name and artifact location), unless it exists.
+
+    MLFlowLogger looks the experiment up and creates it if missing; two runs starting together
+    would both try to create it, and the second fail. Another process may still win the race
+    against a server: then its experiment is used.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        client = MlflowClient(uri)  # a new SQLite store gets its tables here
+        if client.get_experiment_by_name(name) is None:
+            try:
+                client.create_experiment(name, artifact_location=artifact_location)
+            except MlflowException:
+                if client.get_experiment_by_name(name) is None:
+                    raise
+    except (MlflowException, SQLAlchemyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if store is None:
+            raise ConfigError(
+                f"the MLflow tracking server at {uri} answered with an error ({first_line[:300]}): check that the address "
+                "is an MLflow server's, and your credentials (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD)"
+            ) from error
+        raise ConfigError(
+            f"cannot use the MLflow store {store} ({first_line}): check that it is an MLflow SQLite database you "
+            f"can write, or log to another store with --trainer.logger.init_args.tracking_uri "
+            f"{SQLITE_PREFIX}<a writable folder>/mlflow.db"
+        ) from error
 
 
 def run_id_of_checkpoint(path: str | os.PathLike[str]) -> str | None:

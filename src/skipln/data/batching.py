@@ -89,6 +89,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.epoch = 0
+        self._skip = 0
         self.batches = _divisible(_chunk(lengths, self.max_tokens, _length_order(lengths, shuffle, self.seed)), self.num_replicas)
 
     @property
@@ -100,6 +101,10 @@ class TokenBatchSampler(Sampler[list[int]]):
         """Choose the epoch whose batch order the next iteration yields (as ``DistributedSampler``)."""
         self.epoch = int(epoch)
 
+    def skip(self, batches: int) -> None:
+        """Leave out this rank's first ``batches`` batches of the next iteration only (a resumed epoch)."""
+        self._skip = int(batches)
+
     def epoch_order(self) -> list[list[int]]:
         """All ranks' batches of the current epoch, in order (rank ``r`` takes every ``num_replicas``-th from ``r``)."""
         if not self.shuffle:
@@ -108,7 +113,8 @@ class TokenBatchSampler(Sampler[list[int]]):
         return [self.batches[i] for i in torch.randperm(len(self.batches), generator=generator).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.epoch_order()[self.rank :: self.num_replicas]
+        start, self._skip = self._skip, 0
+        yield from self.epoch_order()[self.rank :: self.num_replicas][start:]
 
     def __len__(self) -> int:
         return len(self.batches) // self.num_replicas

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from skipln.data.resumable import EpochSampler, ResumableDataLoader, run_seed
 from skipln.errors import ConfigError, DataError
 
 
@@ -186,7 +187,17 @@ class CIFARDataModule(LightningDataModule):
         return torch.cuda.is_available()
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
+        # Shuffled by (run seed, epoch), sharded under DDP, resumable mid-epoch: a resumed run sees the same batches.
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(self.train_set, shuffle=True, seed=run_seed()),
+            num_workers=self.num_workers,
+            pin_memory=self._on_gpu(),
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from skipln.data.resumable import EpochSampler, ResumableDataLoader, run_seed
 from skipln.errors import ConfigError
 
 #: The data set's grey levels run from 0 to 16.
@@ -137,7 +138,16 @@ class DigitsDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        if self.train_set is None:
+            raise RuntimeError("DigitsDataModule: call setup() before asking for a data loader")
+        # Shuffled by (run seed, epoch) and resumable mid-epoch: a resumed run sees the same batches.
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(self.train_set, shuffle=True, seed=run_seed()),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

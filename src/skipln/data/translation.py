@@ -56,6 +56,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from skipln.data.batching import TokenBatchSampler
+from skipln.data.resumable import ResumableDataLoader
 from skipln.data.tokenizer import MODEL_TYPES, SentencePieceTokenizer, default_cache_dir
 from skipln.errors import ConfigError, DataError
 
@@ -115,7 +116,9 @@ def iter_lines(path: Path) -> Iterator[str]:
                     ) from error
                 yield line.removesuffix("\n").removesuffix("\r")
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
-        raise TranslationDataError(f"cannot read '{path}': {error}") from error
+        raise TranslationDataError(
+            f"cannot read '{path}': {error}. Check that it is a readable text file (a .gz must be a complete gzip file)"
+        ) from error
 
 
 def read_lines(path: Path) -> list[str]:
@@ -367,14 +370,14 @@ class TranslationDataModule(LightningDataModule):
             sources += src_chunk
             targets += tgt_chunk
         if not sources:
-            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the {split} split needs sentence pairs")
+            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the {split} split needs sentence pairs; fill them (one sentence per line, line i of one translating line i of the other) or point data_dir at a prepared corpus")
         return sources, targets
 
     def _check_pairs(self, split: str) -> None:
         """Read a split once to report what is wrong with it (counts, encoding, emptiness) before any work."""
         src_path, tgt_path = self.files(split)
         if not any(True for _ in iter_pairs(src_path, tgt_path, _CHUNK)):
-            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the {split} split needs sentence pairs")
+            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the {split} split needs sentence pairs; fill them (one sentence per line, line i of one translating line i of the other) or point data_dir at a prepared corpus")
 
     def _read_predict(self) -> list[str]:
         if self.predict_file is None:
@@ -472,7 +475,7 @@ class TranslationDataModule(LightningDataModule):
             ids.extend(total + i for i in keep)
             total += len(src_chunk)
         if total == 0:
-            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the train split needs sentence pairs")
+            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the train split needs sentence pairs; fill them (one sentence per line, line i of one translating line i of the other) or point data_dir at a prepared corpus")
         if not ids:
             raise TranslationDataError(
                 f"every training pair of '{src_path}' / '{tgt_path}' was dropped ({too_long} longer than "
@@ -519,7 +522,9 @@ class TranslationDataModule(LightningDataModule):
         sampler = TokenBatchSampler(
             dataset.lengths(), self.max_tokens, shuffle=shuffle, seed=self.seed, num_replicas=world[0], rank=world[1]
         )
-        return DataLoader(
+        # The training loader remembers its place in the epoch, so a mid-epoch resume continues it exactly.
+        loader_class = ResumableDataLoader if split == "train" else DataLoader
+        return loader_class(
             dataset,
             batch_sampler=sampler,
             collate_fn=pass_batch,

@@ -118,9 +118,10 @@ def next_log_probs(
     if step < min_len:
         lprobs[:, special.eos] = -math.inf
     # A row at its maximum length may only end: every other token is impossible, eos keeps its probability.
-    forced = torch.full_like(lprobs, -math.inf)
-    forced[:, special.eos] = eos_lprobs
-    return torch.where(forced_eos[:, None], forced, lprobs)
+    # In place, with a broadcast mask: no second (rows, vocab) tensor per step (it was a tenth of beam search's time).
+    lprobs.masked_fill_(forced_eos[:, None], -math.inf)
+    lprobs[:, special.eos] = torch.where(forced_eos, eos_lprobs, lprobs[:, special.eos])
+    return lprobs
 
 
 @torch.no_grad()

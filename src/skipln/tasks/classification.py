@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from skipln.errors import ConfigError
 from skipln.optim import Schedule
+from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
 
 Batch = tuple[Tensor, Tensor]
@@ -42,6 +43,10 @@ class ClassificationTask(LightningModule):
         top_k: the top-k accuracies to report; must include 1 (``acc``), e.g. ``[1, 5]``
             for CIFAR-100.
         label_smoothing: cross-entropy label smoothing, in [0, 1).
+        compile: compile the network with ``torch.compile`` (``nn.Module.compile``, in place, so
+            checkpoints keep their parameter names) in :meth:`configure_model`, before the first
+            stage. The first steps then pay the compilation (tens of seconds; on CPU it needs a
+            C++ compiler); a run option, not stored in checkpoints.
     """
 
     def __init__(
@@ -52,19 +57,24 @@ class ClassificationTask(LightningModule):
         schedule: Schedule | None = None,
         top_k: Sequence[int] = (1,),
         label_smoothing: float = 0.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         top_k = _validate(net, num_classes, top_k, label_smoothing)
+        if not isinstance(compile, bool):
+            raise ConfigError(f"ClassificationTask: 'compile' must be true or false, got {compile!r}")
         # The CLI logs the resolved config itself (logger=False). The network's weights are in the
         # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
         # optimizer lambda in the hparams would be duplicated or fail to pickle.
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer"])
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "compile"])
         self.net = net
         self.optimizer = optimizer
         self.schedule = schedule
         self.num_classes = num_classes
         self.top_k = top_k
         self.label_smoothing = label_smoothing
+        # Not `self.compile`: that would hide LightningModule.compile (nn.Module's) on the instance.
+        self.compile_net = compile
 
         def metrics(stage: str) -> MetricCollection:
             return MetricCollection(
@@ -79,7 +89,16 @@ class ClassificationTask(LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
+        # Checkpoints carry the epoch's running training metrics and the best so far, so a resumed
+        # run (even from mid-epoch) logs what the uninterrupted run would have.
+        persist_metric_states(self.train_metrics, self.train_loss, self.val_acc_best)
         self._profile_pending = False
+
+    def configure_model(self) -> None:
+        """Compile the network once when ``compile`` is set (Lightning calls this hook before every stage)."""
+        # nn.Module.compile stores the compiled forward in `_compiled_call_impl`: compile once per task.
+        if self.compile_net and getattr(self.net, "_compiled_call_impl", None) is None:
+            self.net.compile()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -114,9 +133,13 @@ class ClassificationTask(LightningModule):
         # false for every other strategy, and for a network restored from a profiled checkpoint.
         self._profile_pending = needs_profiling(self.net)
 
-    def on_train_start(self) -> None:
-        # The sanity check's validation must not count towards the best accuracy.
-        self.val_acc_best.reset()
+    def on_train_epoch_start(self) -> None:
+        # Not called when a run resumes mid-epoch: then the restored running metrics are the epoch's so far.
+        self.train_loss.reset()
+        self.train_metrics.reset()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        fill_missing_metric_states(self, checkpoint)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         if self._profile_pending:
@@ -125,7 +148,7 @@ class ClassificationTask(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, logits, y = self._shared_step(batch)
-        self.train_loss(loss)
+        self.train_loss(loss, weight=y.numel())
         self.train_metrics(logits, y)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=True, on_epoch=True)
@@ -133,19 +156,23 @@ class ClassificationTask(LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss, logits, y = self._shared_step(batch)
-        self.val_loss(loss)
+        # Weighted by the batch's size: the epoch value is the mean over samples, the same however
+        # the set is split into batches and across processes (a last, smaller batch counts less).
+        self.val_loss(loss, weight=y.numel())
         self.val_metrics(logits, y)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self._trainer is not None and self._trainer.sanity_checking:
+            return  # the sanity check's validation must not count towards the best accuracy
         self.val_acc_best(self.val_metrics["acc"].compute())
         # A plain tensor, so Lightning must reduce it: it is already the same on every rank.
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         loss, logits, y = self._shared_step(batch)
-        self.test_loss(loss)
+        self.test_loss(loss, weight=y.numel())
         self.test_metrics(logits, y)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)

@@ -27,6 +27,7 @@ from skipln.decoding.greedy import check_search_args
 from skipln.errors import ConfigError
 from skipln.metrics import CorpusBLEU
 from skipln.optim import Schedule
+from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
 
 Batch = dict[str, Any]
@@ -104,6 +105,12 @@ class TranslationTask(LightningModule):
         min_len: a translation has at least this many tokens.
         bleu_on_validation: also decode the validation set and log ``val/bleu`` every
             validation (costs a beam search over the validation set).
+        compile: compile the network with ``torch.compile`` (``nn.Module.compile``, in place, so
+            checkpoints keep their parameter names) in :meth:`configure_model`, before the first
+            stage. Teacher-forced forward passes (training, validation and test losses) run
+            compiled; beam search's incremental steps run eagerly. The first steps pay the
+            compilation (tens of seconds; on CPU it needs a C++ compiler); a run option, not
+            stored in checkpoints.
     """
 
     def __init__(
@@ -118,15 +125,18 @@ class TranslationTask(LightningModule):
         max_len_b: int = 10,
         min_len: int = 1,
         bleu_on_validation: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         _validate(net, label_smoothing, beam_size, lenpen, max_len_a, max_len_b, min_len)
+        if not isinstance(compile, bool):
+            raise ConfigError(f"TranslationTask: 'compile' must be true or false, got {compile!r}")
         # The CLI logs the resolved config itself (logger=False). The network's weights are in the
         # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
         # optimizer lambda in the hparams would be duplicated or fail to pickle. Decoding options
         # stay out too: LightningCLI re-applies a checkpoint's hparams over the command line, which
         # would make `test --ckpt_path … --model.init_args.beam_size 1` silently decode with beam 5.
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", *DECODING_OPTIONS])
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "compile", *DECODING_OPTIONS])
         self.net = net
         self.optimizer = optimizer
         self.schedule = schedule
@@ -137,6 +147,8 @@ class TranslationTask(LightningModule):
         self.max_len_b = max_len_b
         self.min_len = min_len
         self.bleu_on_validation = bleu_on_validation
+        # Not `self.compile`: that would hide LightningModule.compile (nn.Module's) on the instance.
+        self.compile_net = compile
 
         self.train_loss, self.train_nll = MeanMetric(), MeanMetric()
         self.val_loss, self.val_nll = MeanMetric(), MeanMetric()
@@ -145,6 +157,9 @@ class TranslationTask(LightningModule):
         self.val_bleu, self.val_bleu_tok = CorpusBLEU("13a"), CorpusBLEU("none")
         self.test_bleu, self.test_bleu_tok = CorpusBLEU("13a"), CorpusBLEU("none")
         self.val_bleu_best = MaxMetric()
+        # Checkpoints carry the epoch's running training losses and the bests so far, so a resumed
+        # run (even from mid-epoch) logs what the uninterrupted run would have.
+        persist_metric_states(self.train_loss, self.train_nll, self.val_loss_best, self.val_bleu_best)
 
         self._references: dict[str, list[str]] = {}
         self._profile_pending = False
@@ -173,6 +188,12 @@ class TranslationTask(LightningModule):
         """The tokenizer's bos, eos and pad ids."""
         tokenizer = self.tokenizer
         return SpecialTokens(bos=tokenizer.bos_id, eos=tokenizer.eos_id, pad=tokenizer.pad_id)
+
+    def configure_model(self) -> None:
+        """Compile the network once when ``compile`` is set (Lightning calls this hook before every stage)."""
+        # nn.Module.compile stores the compiled forward in `_compiled_call_impl`: compile once per task.
+        if self.compile_net and getattr(self.net, "_compiled_call_impl", None) is None:
+            self.net.compile()
 
     def setup(self, stage: str) -> None:
         """Check that the data module's tokenizer fits the network."""
@@ -264,10 +285,13 @@ class TranslationTask(LightningModule):
         # A plain tensor, so Lightning reduces it: it is already the same on every rank.
         self.log(f"{stage}/ppl", torch.exp(mean_nll.compute()), sync_dist=True)
 
-    def on_train_start(self) -> None:
-        # The sanity check's validation must not count towards the best values.
-        self.val_loss_best.reset()
-        self.val_bleu_best.reset()
+    def on_train_epoch_start(self) -> None:
+        # Not called when a run resumes mid-epoch: then the restored running losses are the epoch's so far.
+        self.train_loss.reset()
+        self.train_nll.reset()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        fill_missing_metric_states(self, checkpoint)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", with_bleu=self.bleu_on_validation)
@@ -276,6 +300,8 @@ class TranslationTask(LightningModule):
         if self.val_nll.update_count == 0:
             return
         self._log_perplexity("val", self.val_nll)
+        if self._trainer is not None and self._trainer.sanity_checking:
+            return  # the sanity check's validation must not count towards the best values
         self.val_loss_best(self.val_loss.compute())
         self.log("val/loss_best", self.val_loss_best.compute(), sync_dist=True)
         if self.bleu_on_validation:
