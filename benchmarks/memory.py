@@ -1,0 +1,81 @@
+"""Peak resident memory of one workload, measured alone in a fresh Python process.
+
+The process imports everything, reads its resident set size (``VmRSS``), builds the
+workload and runs it a few times, then reads its high-water mark (``VmHWM``, the peak RSS
+since the process started). The figure reported is the peak's increase over the
+after-import baseline: the model, its gradients and optimizer state, the data and the
+activations at their largest. A fresh process per workload is what makes it honest: in one
+long process the allocator keeps freed memory, so a later workload could reuse an earlier
+one's pages and look smaller than it is. (``tracemalloc`` does not see torch's allocations;
+``resource.getrusage`` is the same high-water mark, process-wide and monotonic.)
+
+Run as ``python -m benchmarks.memory --size small --workload transformer/post_ln``: prints
+one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} (peak memory needs Linux)")
+
+
+def measure_here(size: str, name: str, runs: int, threads: int) -> dict[str, Any]:
+    """Build and run workload ``name`` in this process; the peak RSS over the baseline, in MiB."""
+    import torch
+
+    from benchmarks.sizes import get_sizes
+    from benchmarks.workloads import build
+
+    torch.set_num_threads(threads)
+    baseline = _status_kib("VmRSS")
+    workload = build(name, get_sizes(size))
+    for _ in range(runs):
+        workload.run()
+    peak = _status_kib("VmHWM")
+    return {"workload": name, "peak_mib": (peak - baseline) / 1024, "process_peak_mib": peak / 1024, "baseline_mib": baseline / 1024}
+
+
+def measure(size: str, name: str, *, runs: int = 3, threads: int = 1, timeout: float = 600.0) -> dict[str, Any]:
+    """Measure workload ``name`` in a fresh subprocess; ``{"skipped": why}`` when it cannot run here."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "benchmarks.memory", "--size", size, "--workload", name, "--runs", str(runs), "--threads", str(threads)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmarks.memory failed for {name} (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", required=True)
+    parser.add_argument("--workload", required=True)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    from benchmarks.harness import Skipped
+
+    try:
+        result = measure_here(args.size, args.workload, args.runs, args.threads)
+    except Skipped as why:
+        result = {"workload": args.workload, "skipped": str(why)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

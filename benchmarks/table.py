@@ -1,0 +1,84 @@
+"""The results as a Markdown table and as a JSON file (no MLflow: plain files to read and diff)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _rate(value: float, unit: str) -> str:
+    if unit == "FLOP":
+        return f"{value / 1e9:,.1f} GFLOP/s"
+    return f"{value:,.1f} {unit}/s" if value < 100 else f"{value:,.0f} {unit}/s"
+
+
+def _side(side: dict[str, Any]) -> str:
+    if "median_s" not in side:
+        return "—"
+    return f"{_rate(side['throughput_per_s'], side['unit'])} ({side['median_s'] * 1000:,.0f} ms)"
+
+
+def _memory(side: dict[str, Any]) -> str:
+    memory = side.get("memory")
+    if memory is None:
+        return "—"
+    if "skipped" in memory:
+        return "n/a"
+    return f"{memory['peak_mib']:,.0f}"
+
+
+def _status(row: dict[str, Any]) -> str:
+    if "skipped" in row:
+        return f"**not measured**: {row['skipped']}"
+    if row["met"] is None:
+        return "(no goal)"
+    return "met" if row["met"] else "**not met**"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table, with the command and the machine it was measured on."""
+    machine = report["machine"]
+    lines = [
+        f"Measured with `{report['command']}` ({report['size']} sizes), {report['started']} to {report['finished']} UTC.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']} using "
+        f"{machine['torch_threads']} thread(s), GPU: {machine['cuda'] or 'none'}; load average "
+        f"{machine['loadavg_start'][0]:.2f} at the start, {machine['loadavg_end'][0]:.2f} at the end"
+        + (" (the machine was shared with other jobs)." if report.get("shared") else "."),
+        "",
+        "Ratio: for rates, ours / reference (above 1: ours is faster; the FLOP row: the fraction of the matmul peak); "
+        "for step times (\"step time / ...\"), ours / reference (above 1: ours is slower). Each side ran "
+        f"{report['repeats']} times, interleaved with the other, after {report['warmup']} warm-up runs; the ours and "
+        "reference columns give each side's median. The ratio is the median of the per-round ratios (each round's two "
+        "runs are adjacent in time, so load that slows a whole round cancels), with its interquartile range; the ratio "
+        "of the two medians is shown beside it. Peak memory: increase of the peak resident set over the after-import "
+        "baseline, each workload alone in a fresh process (MiB).",
+        "",
+        "| row | ours | reference | ratio (IQR) | ratio of medians | goal | status | peak MiB ours / ref |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report["rows"]:
+        ratio, of_medians = "—", "—"
+        if "ratio" in row:
+            low, high = row["ratio_quartiles"]
+            ratio, of_medians = f"**{row['ratio']:.3f}** ({low:.2f}–{high:.2f})", f"{row['ratio_of_medians']:.3f}"
+        ours_name, ref_name = row["ours"]["workload"], row["reference"]["workload"]
+        lines.append(
+            f"| {row['label']} | {_side(row['ours'])}<br>`{ours_name}` | {_side(row['reference'])}<br>`{ref_name}` | "
+            f"{ratio} | {of_medians} | {row['goal'] or '—'} | {_status(row)} | {_memory(row['ours'])} / {_memory(row['reference'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """Write ``<size>.json`` and ``<size>.md`` into ``out``; return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{report['size']}.json"
+    md_path = out / f"{report['size']}.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(markdown(report), encoding="utf-8")
+    return json_path, md_path
+
+
+__all__ = ["markdown", "write"]

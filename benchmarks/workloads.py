@@ -1,0 +1,287 @@
+"""Every measured unit of work, built by name for a size preset.
+
+Names:
+
+* ``transformer/<strategy>`` — one training step (forward, label-smoothed loss, backward,
+  Adam step) of skipln's Transformer with that skip strategy (:data:`STRATEGIES`);
+  ``transformer/torch`` — the same step of :class:`benchmarks.references.TorchSeq2Seq`.
+  Both count non-padding target tokens.
+* ``flops/post_ln`` — the Post-LN training step at the FLOP row's sizes (d 512), counting
+  its matmul FLOPs; ``matmul`` — one large matmul, counting its FLOPs (the machine's peak).
+* ``beam/cached``, ``beam/recompute`` — beam search (beam 5) over a batch of sentences with
+  the key/value cache, or recomputing every prefix; ``beam/marian`` — Hugging Face
+  ``MarianMTModel.generate`` at the same sizes and settings (needs ``transformers``).
+  All count sentences.
+* ``resnet/<strategy>/<layout>`` — one SGD training step of skipln's CIFAR ResNet with that
+  strategy, ``resnet/reference/<layout>`` of :class:`benchmarks.references.ReferenceResNet`;
+  ``layout`` is ``contiguous`` or ``channels_last``. They count images.
+
+Every builder seeds torch, so ours and the reference see the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmarks.flops import transformer_training_flops
+from benchmarks.harness import Skipped, Workload, matmul_workload
+from benchmarks.references import ReferenceResNet, TorchSeq2Seq
+from benchmarks.sizes import Sizes
+from skipln.decoding import SpecialTokens, beam_search
+from skipln.errors import ConfigError
+from skipln.models.resnet import ResNet
+from skipln.models.transformer import Transformer
+from skipln.skip import DeepNorm, Plain, PostLN, PreLN, RecursiveSkipLN, ReZero, ResiDual, SandwichLN, SkipStrategy
+from skipln.tasks.translation import label_smoothed_nll_loss
+
+#: The strategies the benchmarks compare, by the names of their configs in configs/skip/.
+STRATEGIES: dict[str, Callable[[], SkipStrategy]] = {
+    "skip": Plain,
+    "post_ln": PostLN,
+    "pre_ln": PreLN,
+    "xskip_ln2": lambda: PostLN(2.0),
+    "rskip_ln2": lambda: RecursiveSkipLN(2),
+    "rskip_ln3": lambda: RecursiveSkipLN(3),
+    "deepnorm": DeepNorm,
+    "rezero": ReZero,
+    "residual": ResiDual,
+    "sandwich_ln": SandwichLN,
+}
+
+#: fairseq's special token ids (the same in every model here).
+SPECIAL = SpecialTokens(bos=0, pad=1, eos=2)
+
+DROPOUT = 0.1
+LABEL_SMOOTHING = 0.1
+BEAM = 5
+MAX_LEN_A = 1.2
+LAYOUTS = ("contiguous", "channels_last")
+
+
+def _strategy(name: str) -> SkipStrategy:
+    if name not in STRATEGIES:
+        raise ConfigError(f"benchmarks: unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]()
+
+
+# --------------------------------------------------------------------------- translation
+
+
+def translation_batch(sizes: Sizes, sentences: int, source_len: int, target_len: int, vocab: int) -> dict[str, Tensor]:
+    """A right-padded batch: every other sentence's source and target end in ``pad_tail`` padding tokens."""
+    generator = torch.Generator().manual_seed(0)
+    src = torch.randint(3, vocab, (sentences, source_len), generator=generator)
+    prev = torch.randint(3, vocab, (sentences, target_len), generator=generator)
+    target = torch.randint(3, vocab, (sentences, target_len), generator=generator)
+    src_lengths = torch.full((sentences,), source_len)
+    src_lengths[1::2] = source_len - sizes.pad_tail
+    src[1::2, source_len - sizes.pad_tail :] = SPECIAL.pad
+    prev[1::2, target_len - sizes.pad_tail :] = SPECIAL.pad
+    target[1::2, target_len - sizes.pad_tail :] = SPECIAL.pad
+    prev[:, 0] = SPECIAL.bos
+    return {"src_tokens": src, "src_lengths": src_lengths, "prev_output_tokens": prev, "target": target}
+
+
+def _translation_step(model: nn.Module, batch: dict[str, Tensor]) -> Callable[[], None]:
+    """Forward, label-smoothed loss per target token (the task's), backward, Adam step."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+    ntokens = int((batch["target"] != SPECIAL.pad).sum())
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
+        loss, _ = label_smoothed_nll_loss(logits, batch["target"], LABEL_SMOOTHING, SPECIAL.pad)
+        (loss / ntokens).backward()
+        optimizer.step()
+
+    return step
+
+
+def _ours_transformer(sizes: Sizes, skip: SkipStrategy, *, dim: int, ffn_dim: int, heads: int, layers: int) -> Transformer:
+    # nn.Transformer has one dropout rate for residuals, attention weights and activations: match all three.
+    return Transformer(
+        sizes.vocab, skip, layers, layers, dim, ffn_dim, heads,
+        dropout=DROPOUT, attention_dropout=DROPOUT, activation_dropout=DROPOUT,
+    )
+
+
+def transformer_training(sizes: Sizes, model_name: str) -> Workload:
+    """``transformer/<strategy>`` or ``transformer/torch``."""
+    torch.manual_seed(0)
+    shape = {"dim": sizes.dim, "ffn_dim": sizes.ffn_dim, "heads": sizes.heads, "layers": sizes.layers}
+    if model_name == "torch":
+        model: nn.Module = TorchSeq2Seq(sizes.vocab, sizes.dim, sizes.heads, sizes.layers, sizes.ffn_dim, DROPOUT)
+    else:
+        model = _ours_transformer(sizes, _strategy(model_name), **shape)
+    batch = translation_batch(sizes, sizes.sentences, sizes.source_len, sizes.target_len, sizes.vocab)
+    tokens = float((batch["target"] != SPECIAL.pad).sum())
+    return Workload(
+        f"transformer/{model_name}", _translation_step(model, batch), tokens, "tok",
+        info={**shape, "vocab": sizes.vocab, "sentences": sizes.sentences, "dropout": DROPOUT},
+    )
+
+
+def flops_training(sizes: Sizes) -> Workload:
+    """``flops/post_ln``: the Post-LN training step at d 512, counting matmul FLOPs."""
+    torch.manual_seed(0)
+    shape = {"dim": sizes.flops_dim, "ffn_dim": sizes.flops_ffn_dim, "heads": sizes.flops_heads, "layers": sizes.flops_layers}
+    model = _ours_transformer(sizes, PostLN(), **shape)
+    batch = translation_batch(sizes, sizes.sentences, sizes.source_len, sizes.target_len, sizes.vocab)
+    flops = transformer_training_flops(
+        sentences=sizes.sentences, source_len=sizes.source_len, target_len=sizes.target_len, dim=sizes.flops_dim,
+        ffn_dim=sizes.flops_ffn_dim, vocab=sizes.vocab, encoder_layers=sizes.flops_layers, decoder_layers=sizes.flops_layers,
+    )
+    return Workload("flops/post_ln", _translation_step(model, batch), flops, "FLOP", info={**shape, "vocab": sizes.vocab})
+
+
+# --------------------------------------------------------------------------- beam search
+
+
+def _beam_inputs(sizes: Sizes) -> tuple[Tensor, Tensor, int]:
+    """Sources of equal length, so every decoder applies the same length limit to every sentence."""
+    generator = torch.Generator().manual_seed(1)
+    src = torch.randint(3, sizes.vocab, (sizes.beam_sentences, sizes.beam_source_len), generator=generator)
+    src[:, -1] = SPECIAL.eos
+    lengths = torch.full((sizes.beam_sentences,), sizes.beam_source_len)
+    max_len = int(MAX_LEN_A * sizes.beam_source_len + sizes.beam_max_len_b)
+    return src, lengths, max_len
+
+
+def beam_decoding(sizes: Sizes, mode: str) -> Workload:
+    """``beam/cached``, ``beam/recompute`` or ``beam/marian``."""
+    if mode == "marian":
+        return marian_generate(sizes)
+    torch.manual_seed(0)
+    model = Transformer(sizes.vocab, PostLN(), sizes.beam_layers, sizes.beam_layers, sizes.beam_dim, sizes.beam_ffn_dim, sizes.beam_heads)
+    model.eval()
+    src, lengths, _ = _beam_inputs(sizes)
+    use_cache = mode == "cached"
+
+    def run() -> None:
+        beam_search(
+            model, src, lengths, SPECIAL, beam_size=BEAM, max_len_a=MAX_LEN_A, max_len_b=sizes.beam_max_len_b, use_cache=use_cache
+        )
+
+    return Workload(f"beam/{mode}", run, float(sizes.beam_sentences), "sent", info={"beam": BEAM, "max_len_a": MAX_LEN_A})
+
+
+def marian_generate(sizes: Sizes) -> Workload:
+    """Hugging Face MarianMT ``generate`` with beam 5, random weights, the same sizes and inputs as ``beam/cached``."""
+    try:
+        from transformers import MarianConfig, MarianMTModel
+    except ImportError:
+        raise Skipped("transformers is not installed: pip install -e '.[bench]'") from None
+    torch.manual_seed(0)
+    config = MarianConfig(
+        vocab_size=sizes.vocab,
+        d_model=sizes.beam_dim,
+        encoder_layers=sizes.beam_layers,
+        decoder_layers=sizes.beam_layers,
+        encoder_attention_heads=sizes.beam_heads,
+        decoder_attention_heads=sizes.beam_heads,
+        encoder_ffn_dim=sizes.beam_ffn_dim,
+        decoder_ffn_dim=sizes.beam_ffn_dim,
+        activation_function="relu",
+        max_position_embeddings=1024,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        pad_token_id=SPECIAL.pad,
+        eos_token_id=SPECIAL.eos,
+        bos_token_id=SPECIAL.bos,
+        decoder_start_token_id=SPECIAL.bos,
+        forced_eos_token_id=SPECIAL.eos,
+        scale_embedding=True,
+    )
+    model = MarianMTModel(config).eval()
+    src, lengths, max_len = _beam_inputs(sizes)
+    attention_mask = torch.ones_like(src)
+
+    def run() -> None:
+        with torch.no_grad():
+            # skipln allows max_len tokens before eos and forces eos after them: max_len + 1 new tokens.
+            model.generate(
+                input_ids=src,
+                attention_mask=attention_mask,
+                num_beams=BEAM,
+                num_return_sequences=1,
+                do_sample=False,
+                length_penalty=1.0,
+                max_new_tokens=max_len + 1,
+                min_new_tokens=1,
+                early_stopping=False,
+                use_cache=True,
+            )
+
+    return Workload("beam/marian", run, float(sizes.beam_sentences), "sent", info={"beam": BEAM})
+
+
+# --------------------------------------------------------------------------- ResNet
+
+
+def resnet_training(sizes: Sizes, model_name: str, layout: str) -> Workload:
+    """``resnet/<strategy>/<layout>`` or ``resnet/reference/<layout>``."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"benchmarks: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    torch.manual_seed(0)
+    if model_name == "reference":
+        model: nn.Module = ReferenceResNet(sizes.resnet_depth)
+    else:
+        model = ResNet(sizes.resnet_depth, "basic", skip=_strategy(model_name))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(sizes.resnet_batch, 3, sizes.image_size, sizes.image_size, generator=generator)
+    labels = torch.randint(0, 10, (sizes.resnet_batch,), generator=generator)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    return Workload(
+        f"resnet/{model_name}/{layout}", step, float(sizes.resnet_batch), "img",
+        info={"depth": sizes.resnet_depth, "batch": sizes.resnet_batch, "layout": layout},
+    )
+
+
+# --------------------------------------------------------------------------- by name
+
+
+def build(name: str, sizes: Sizes) -> Workload:
+    """The workload called ``name`` (see the module's docstring) at ``sizes``."""
+    parts = name.split("/")
+    builders: dict[str, Callable[[], Workload]] = {}
+    if parts[0] == "transformer" and len(parts) == 2:
+        builders[name] = lambda: transformer_training(sizes, parts[1])
+    elif parts[0] == "beam" and len(parts) == 2 and parts[1] in ("cached", "recompute", "marian"):
+        builders[name] = lambda: beam_decoding(sizes, parts[1])
+    elif parts[0] == "resnet" and len(parts) == 3:
+        builders[name] = lambda: resnet_training(sizes, parts[1], parts[2])
+    elif name == "flops/post_ln":
+        builders[name] = lambda: flops_training(sizes)
+    elif name == "matmul":
+        builders[name] = lambda: matmul_workload(sizes.matmul_size)
+    if name not in builders:
+        raise ConfigError(
+            f"benchmarks: unknown workload {name!r}; expected transformer/<strategy|torch>, beam/<cached|recompute|marian>, "
+            f"resnet/<strategy|reference>/<contiguous|channels_last>, flops/post_ln or matmul"
+        )
+    return builders[name]()
+
+
+def info_of(workload: Workload) -> dict[str, Any]:
+    """The workload's recorded settings with its unit count."""
+    return {"units_per_run": workload.units, "unit": workload.unit, **workload.info}
+
+
+__all__ = ["LAYOUTS", "SPECIAL", "STRATEGIES", "build", "info_of", "translation_batch"]

@@ -1,0 +1,114 @@
+"""The benchmarks run, at a tiny size; their counts and comparisons are right. (Timings are not asserted.)"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks import run
+from benchmarks.flops import transformer_training_flops
+from benchmarks.harness import Skipped, Timing, Workload, interleaved
+from benchmarks.memory import measure
+from benchmarks.references import ReferenceResNet, TorchSeq2Seq
+from benchmarks.sizes import get_sizes
+from benchmarks.suite import GROUPS, paired_ratio, row_specs
+from benchmarks.workloads import SPECIAL, build, translation_batch
+from skipln.errors import ConfigError
+from skipln.models.resnet import ResNet
+from skipln.models.transformer import Transformer
+from skipln.tasks.translation import label_smoothed_nll_loss
+
+
+def test_the_tiny_run_writes_every_row_to_json_and_markdown(tmp_path: Path) -> None:
+    report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory"])
+    rows = json.loads((tmp_path / "tiny.json").read_text())["rows"]
+    assert [row["label"] for row in rows] == [spec.label for spec in row_specs(get_sizes("tiny"), GROUPS)]
+    assert rows == json.loads(json.dumps(report["rows"]))
+    for row in rows:
+        assert ("ratio" in row) != ("skipped" in row), row["label"]
+    table = (tmp_path / "tiny.md").read_text()
+    assert all(f"| {row['label']} |" in table for row in rows)
+    assert report["machine"]["torch_threads"] == 1
+
+
+def test_interleaving_alternates_which_side_runs_first() -> None:
+    order: list[str] = []
+    ours = Workload("a", lambda: order.append("a"), 1.0, "x")
+    reference = Workload("b", lambda: order.append("b"), 1.0, "x")
+    ours_t, reference_t = interleaved(ours, reference, warmup=1, repeats=4)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(ours_t.seconds) == len(reference_t.seconds) == 4
+
+
+def test_the_ratio_is_taken_within_each_round_so_load_that_slows_a_whole_round_cancels() -> None:
+    # Round 2 ran under heavy load: both sides took 10x longer. Ours is 2x faster in every round.
+    ours = Timing("a", "tok", 100.0, [1.0, 10.0, 1.0])
+    reference = Timing("b", "tok", 100.0, [2.0, 20.0, 2.0])
+    assert paired_ratio(ours, reference, "speed") == pytest.approx(2.0)
+    assert paired_ratio(ours, reference, "time") == pytest.approx(0.5)
+
+
+def test_the_speed_ratio_compares_rates_when_the_units_differ() -> None:
+    # The FLOP row: 50 FLOP in 1 s against a peak of 200 FLOP in 2 s is half the peak.
+    assert paired_ratio(Timing("a", "FLOP", 50.0, [1.0]), Timing("b", "FLOP", 200.0, [2.0]), "speed") == pytest.approx(0.5)
+
+
+def test_the_analytic_flop_count_equals_torchs_flop_counter_on_a_training_step() -> None:
+    # Attention dropout sends CPU attention through matmuls (bmm) that the counter sees, in full.
+    model = Transformer(50, encoder_layers=2, decoder_layers=2, dim=16, ffn_dim=24, heads=2, dropout=0.0, attention_dropout=0.1)
+    batch = translation_batch(get_sizes("tiny"), 3, 5, 7, 50)
+    with FlopCounterMode(display=False) as counter:
+        logits = model(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
+        label_smoothed_nll_loss(logits, batch["target"], 0.1, SPECIAL.pad)[0].backward()
+    expected = transformer_training_flops(
+        sentences=3, source_len=5, target_len=7, dim=16, ffn_dim=24, vocab=50, encoder_layers=2, decoder_layers=2
+    )
+    assert counter.get_total_flops() == expected
+
+
+def test_the_reference_transformer_has_ours_parameters_plus_the_two_final_norms_of_nn_transformer() -> None:
+    ours = Transformer(64, encoder_layers=2, decoder_layers=2, dim=16, ffn_dim=32, heads=2)
+    reference = TorchSeq2Seq(64, dim=16, heads=2, layers=2, ffn_dim=32, dropout=0.1)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(reference) == count(ours) + 2 * (2 * 16)
+
+
+def test_the_reference_resnet56_has_the_parameters_of_ours() -> None:
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(ReferenceResNet(56)) == count(ResNet(56, "basic"))
+
+
+def test_the_marian_row_says_how_to_install_transformers_when_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
+    with pytest.raises(Skipped, match=r"pip install -e '\.\[bench\]'"):
+        build("beam/marian", get_sizes("tiny"))
+
+
+def test_unknown_workloads_and_sizes_are_rejected_with_the_choices() -> None:
+    with pytest.raises(ConfigError, match="expected transformer/"):
+        build("lstm/fast", get_sizes("tiny"))
+    with pytest.raises(ConfigError, match="choose one of tiny, small, paper"):
+        get_sizes("huge")
+    with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
+        build("transformer/nope", get_sizes("tiny"))
+
+
+def test_peak_memory_is_measured_in_a_fresh_process() -> None:
+    small = measure("tiny", "resnet/skip/contiguous")
+    assert small["workload"] == "resnet/skip/contiguous"
+    assert 0 < small["peak_mib"] < small["process_peak_mib"]
+
+
+def test_a_workload_step_trains_the_model() -> None:
+    workload = build("transformer/rskip_ln2", get_sizes("tiny"))
+    params = [p for cell in workload.run.__closure__ or () if isinstance(model := cell.cell_contents, torch.nn.Module)
+              for p in model.parameters()]
+    before = [p.detach().clone() for p in params]
+    workload.run()
+    assert params and any(not torch.equal(b, p) for b, p in zip(before, params, strict=True))
+    assert workload.units == 4 * 6 - 2 * 2  # target tokens of the tiny batch, padding excluded
