@@ -3,9 +3,10 @@
 Names:
 
 * ``transformer/<strategy>`` — one training step (forward, label-smoothed loss, backward,
-  Adam step) of skipln's Transformer with that skip strategy (:data:`STRATEGIES`);
-  ``transformer/torch`` — the same step of :class:`benchmarks.references.TorchSeq2Seq`.
-  Both count non-padding target tokens.
+  Adam step) of skipln's Transformer with that skip strategy (:data:`STRATEGIES`) and the
+  translation task's loss; ``transformer/torch`` — the same step of
+  :class:`benchmarks.references.TorchSeq2Seq` with the same loss written with
+  ``F.cross_entropy``. Both count non-padding target tokens.
 * ``flops/post_ln`` — the Post-LN training step at the FLOP row's sizes (d 512), counting
   its matmul FLOPs; ``matmul`` — one large matmul, counting its FLOPs (the machine's peak).
 * ``beam/cached``, ``beam/recompute`` — beam search (beam 5) over a batch of sentences with
@@ -37,7 +38,7 @@ from skipln.errors import ConfigError
 from skipln.models.resnet import ResNet
 from skipln.models.transformer import Transformer
 from skipln.skip import DeepNorm, Plain, PostLN, PreLN, RecursiveSkipLN, ReZero, ResiDual, SandwichLN, SkipStrategy
-from skipln.tasks.translation import label_smoothed_nll_loss
+from skipln.losses import label_smoothed_nll_loss
 
 #: The strategies the benchmarks compare, by the names of their configs in configs/skip/.
 STRATEGIES: dict[str, Callable[[], SkipStrategy]] = {
@@ -87,8 +88,29 @@ def translation_batch(sizes: Sizes, sentences: int, source_len: int, target_len:
     return {"src_tokens": src, "src_lengths": src_lengths, "prev_output_tokens": prev, "target": target}
 
 
-def _translation_step(model: nn.Module, batch: dict[str, Tensor]) -> Callable[[], None]:
-    """Forward, label-smoothed loss per target token (the task's), backward, Adam step."""
+Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+def skipln_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """The translation task's loss: :func:`skipln.losses.label_smoothed_nll_loss` (fused backward)."""
+    return label_smoothed_nll_loss(logits, target, LABEL_SMOOTHING, SPECIAL.pad)[0]
+
+
+def pytorch_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """The same loss as one writes it with PyTorch: ``F.cross_entropy`` with ``label_smoothing``.
+
+    PyTorch spreads ε over all V tokens, fairseq over the V − 1 others; ε·V/(V − 1) makes the
+    two equal (tests/test_losses.py checks it).
+    """
+    vocab = logits.shape[-1]
+    return F.cross_entropy(
+        logits.reshape(-1, vocab), target.reshape(-1), ignore_index=SPECIAL.pad,
+        label_smoothing=LABEL_SMOOTHING * vocab / (vocab - 1), reduction="sum",
+    )
+
+
+def _translation_step(model: nn.Module, batch: dict[str, Tensor], loss_fn: Loss) -> Callable[[], None]:
+    """Forward, label-smoothed loss per target token, backward, Adam step."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
     ntokens = int((batch["target"] != SPECIAL.pad).sum())
@@ -96,8 +118,7 @@ def _translation_step(model: nn.Module, batch: dict[str, Tensor]) -> Callable[[]
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         logits = model(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
-        loss, _ = label_smoothed_nll_loss(logits, batch["target"], LABEL_SMOOTHING, SPECIAL.pad)
-        (loss / ntokens).backward()
+        (loss_fn(logits, batch["target"]) / ntokens).backward()
         optimizer.step()
 
     return step
@@ -117,12 +138,14 @@ def transformer_training(sizes: Sizes, model_name: str) -> Workload:
     shape = {"dim": sizes.dim, "ffn_dim": sizes.ffn_dim, "heads": sizes.heads, "layers": sizes.layers}
     if model_name == "torch":
         model: nn.Module = TorchSeq2Seq(sizes.vocab, sizes.dim, sizes.heads, sizes.layers, sizes.ffn_dim, DROPOUT)
+        loss_fn = pytorch_loss
     else:
         model = _ours_transformer(sizes, _strategy(model_name), **shape)
+        loss_fn = skipln_loss
     batch = translation_batch(sizes, sizes.sentences, sizes.source_len, sizes.target_len, sizes.vocab)
     tokens = float((batch["target"] != SPECIAL.pad).sum())
     return Workload(
-        f"transformer/{model_name}", _translation_step(model, batch), tokens, "tok",
+        f"transformer/{model_name}", _translation_step(model, batch, loss_fn), tokens, "tok",
         info={**shape, "vocab": sizes.vocab, "sentences": sizes.sentences, "dropout": DROPOUT},
     )
 
@@ -137,7 +160,7 @@ def flops_training(sizes: Sizes) -> Workload:
         sentences=sizes.sentences, source_len=sizes.source_len, target_len=sizes.target_len, dim=sizes.flops_dim,
         ffn_dim=sizes.flops_ffn_dim, vocab=sizes.vocab, encoder_layers=sizes.flops_layers, decoder_layers=sizes.flops_layers,
     )
-    return Workload("flops/post_ln", _translation_step(model, batch), flops, "FLOP", info={**shape, "vocab": sizes.vocab})
+    return Workload("flops/post_ln", _translation_step(model, batch, skipln_loss), flops, "FLOP", info={**shape, "vocab": sizes.vocab})
 
 
 # --------------------------------------------------------------------------- beam search

@@ -19,9 +19,9 @@ from benchmarks.sizes import get_sizes
 from benchmarks.suite import GROUPS, paired_ratio, row_specs
 from benchmarks.workloads import SPECIAL, build, translation_batch
 from skipln.errors import ConfigError
+from skipln.losses import label_smoothed_nll_loss
 from skipln.models.resnet import ResNet
 from skipln.models.transformer import Transformer
-from skipln.tasks.translation import label_smoothed_nll_loss
 
 
 def test_the_tiny_run_writes_every_row_to_json_and_markdown(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import sacrebleu
 import torch
-import torch.nn.functional as F
 import yaml
 from lightning.pytorch import LightningDataModule, Trainer
 from torch import Tensor
@@ -23,8 +22,9 @@ from skipln.decoding import SpecialTokens, beam_search
 from skipln.errors import ConfigError
 from skipln.metrics import CorpusBLEU
 from skipln.models.transformer import Transformer
+from skipln.losses import label_smoothed_nll_loss
 from skipln.skip import Admin, needs_profiling
-from skipln.tasks.translation import TranslationTask, TranslationWriter, label_smoothed_nll_loss
+from skipln.tasks.translation import TranslationTask, TranslationWriter
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
@@ -149,34 +149,6 @@ def trainer(tmp_path: Path, **overrides: Any) -> Trainer:
         "default_root_dir": tmp_path,
     }
     return Trainer(**{**args, **overrides})
-
-
-# --------------------------------------------------------------------------- the loss
-
-
-def test_label_smoothed_loss_is_cross_entropy_with_the_smoothed_target_distribution() -> None:
-    # p = (1/2, 1/4, 1/4), reference token 0, ε = 0.1: the target puts 0.9 on token 0 and 0.05 on
-    # each other token, so the loss is 0.9·log 2 + 2 · 0.05·log 4 and the NLL is log 2.
-    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
-    loss, nll = label_smoothed_nll_loss(logits, torch.tensor([0]), epsilon=0.1, ignore_index=-100)
-    assert float(loss) == pytest.approx(0.9 * math.log(2) + 2 * 0.05 * math.log(4), rel=1e-6)
-    assert float(nll) == pytest.approx(math.log(2), rel=1e-6)
-
-
-def test_label_smoothed_loss_without_smoothing_is_summed_cross_entropy() -> None:
-    logits, target = torch.randn(4, 5, 7), torch.randint(0, 7, (4, 5))
-    loss, nll = label_smoothed_nll_loss(logits, target, epsilon=0.0, ignore_index=-100)
-    expected = F.cross_entropy(logits.view(-1, 7), target.view(-1), reduction="sum")
-    torch.testing.assert_close(loss, expected)
-    torch.testing.assert_close(nll, expected)
-
-
-def test_label_smoothed_loss_ignores_padding_positions() -> None:
-    logits, target = torch.randn(2, 4, 6), torch.randint(1, 6, (2, 4))
-    target[0, 2:] = 0
-    loss, nll = label_smoothed_nll_loss(logits, target, epsilon=0.1, ignore_index=0)
-    kept_loss, kept_nll = label_smoothed_nll_loss(logits[target != 0], target[target != 0], epsilon=0.1, ignore_index=0)
-    torch.testing.assert_close((loss, nll), (kept_loss, kept_nll))
 
 
 # --------------------------------------------------------------------------- BLEU

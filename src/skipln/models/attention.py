@@ -2,7 +2,10 @@
 
 Keys and values are projected apart from the attention itself (:meth:`MultiheadAttention.keys_values`)
 so that a decoder can keep them in a cache: self-attention appends one position per step,
-cross-attention projects the encoder's output once per sentence.
+cross-attention projects the encoder's output once per sentence. Projections that read the
+same input run as one matrix product over the concatenated weights (queries, keys and values
+of self-attention; keys and values of cross-attention), as ``nn.MultiheadAttention``'s
+``in_proj`` does, while the parameters stay four ``nn.Linear`` layers.
 
 Tensors are batch-first: ``(batch, time, features)`` outside, ``(batch, heads, time, head_dim)``
 inside.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -65,9 +69,23 @@ class MultiheadAttention(nn.Module):
         batch, time, _ = x.shape
         return x.view(batch, time, self.heads, self.head_dim).transpose(1, 2)
 
+    def _project(self, x: Tensor, projections: tuple[nn.Linear, ...]) -> tuple[Tensor, ...]:
+        """Apply several projections of ``x`` as one matrix product; each result split into heads."""
+        # One (d, k·d) product instead of k (d, d) ones: fewer, larger GEMMs, and autograd sums one
+        # input gradient instead of k. Concatenating the weights costs k·d² copies, far less.
+        weight = torch.cat([p.weight for p in projections])
+        bias = torch.cat([p.bias for p in projections])
+        return tuple(self._split_heads(part) for part in F.linear(x, weight, bias).chunk(len(projections), dim=-1))
+
     def keys_values(self, source: Tensor) -> KeysValues:
         """Project ``source`` of shape ``(batch, time, embed_dim)`` into per-head keys and values."""
-        return self._split_heads(self.k_proj(source)), self._split_heads(self.v_proj(source))
+        keys, values = self._project(source, (self.k_proj, self.v_proj))
+        return keys, values
+
+    def queries_keys_values(self, x: Tensor) -> tuple[Tensor, KeysValues]:
+        """Self-attention's per-head queries and ``(keys, values)`` of ``x``, for :meth:`attend`."""
+        queries, keys, values = self._project(x, (self.q_proj, self.k_proj, self.v_proj))
+        return queries, (keys, values)
 
     def forward(self, query: Tensor, keys_values: KeysValues, *, key_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         """Attend from ``query`` to projected keys and values.
@@ -82,8 +100,11 @@ class MultiheadAttention(nn.Module):
         Returns:
             ``(batch · groups, time, embed_dim)``.
         """
+        return self.attend(self._split_heads(self.q_proj(query)), keys_values, key_mask=key_mask, causal=causal)
+
+    def attend(self, q: Tensor, keys_values: KeysValues, *, key_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """:meth:`forward` for queries already projected and split into heads, ``(batch · groups, heads, time, head_dim)``."""
         keys, values = keys_values
-        q = self._split_heads(self.q_proj(query))
         rows, heads, time, head_dim = q.shape
         groups = rows // keys.shape[0]
         if groups * keys.shape[0] != rows:

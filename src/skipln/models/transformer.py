@@ -166,7 +166,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, h: Any, key_mask: Tensor) -> Any:
         def self_attention(x: Tensor) -> Tensor:
-            return self.dropout(self.self_attn(x, self.self_attn.keys_values(x), key_mask=key_mask))
+            queries, keys_values = self.self_attn.queries_keys_values(x)
+            return self.dropout(self.self_attn.attend(queries, keys_values, key_mask=key_mask))
 
         h = self.self_attn_skip(h, self_attention)
         return self.ffn_skip(h, lambda x: self.dropout(self.ffn(x)))
@@ -225,14 +226,14 @@ class DecoderLayer(nn.Module):
         """
 
         def self_attention(x: Tensor) -> Tensor:
-            keys, values = self.self_attn.keys_values(x)
+            queries, (keys, values) = self.self_attn.queries_keys_values(x)
             if cache is not None:
                 if cache.self_attn is not None:
                     keys = torch.cat([cache.self_attn[0], keys], dim=2)
                     values = torch.cat([cache.self_attn[1], values], dim=2)
                 cache.self_attn = (keys, values)
             # With a cache, the one new position may see every earlier one: no mask is needed.
-            return self.dropout(self.self_attn(x, (keys, values), causal=cache is None))
+            return self.dropout(self.self_attn.attend(queries, (keys, values), causal=cache is None))
 
         def cross_attention(x: Tensor) -> Tensor:
             if cache is None:

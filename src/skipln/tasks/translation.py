@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import OptimizerCallable
@@ -25,6 +24,7 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from skipln.decoding import Hypotheses, SpecialTokens, beam_search, greedy_search
 from skipln.decoding.greedy import check_search_args
 from skipln.errors import ConfigError
+from skipln.losses import label_smoothed_nll_loss
 from skipln.metrics import CorpusBLEU
 from skipln.optim import Schedule
 from skipln.resume import fill_missing_metric_states, persist_metric_states
@@ -37,32 +37,6 @@ DECODING_OPTIONS = ("beam_size", "lenpen", "max_len_a", "max_len_b", "min_len", 
 
 #: The data module's split that each evaluation stage reads references from.
 _SPLITS = {"val": "valid", "test": "test"}
-
-
-def label_smoothed_nll_loss(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor]:
-    """Label-smoothed cross-entropy as fairseq computes it, summed over the non-ignored tokens.
-
-    The smoothed target puts ``1 − ε`` on the reference token and spreads ``ε`` evenly over the
-    other ``V − 1`` tokens (PyTorch's ``label_smoothing`` spreads it over all ``V``)::
-
-        loss = (1 − ε − ε/(V−1)) · nll + ε/(V−1) · Σ_v −log p(v)
-
-    Args:
-        logits: ``(..., V)`` unnormalised scores; computed in float32 whatever their dtype.
-        target: ``(...)`` reference token ids.
-        epsilon: the smoothing ε, in [0, 1).
-        ignore_index: target id that contributes nothing (padding).
-
-    Returns:
-        ``(loss, nll_loss)``: the smoothed loss and the plain negative log-likelihood, each a sum.
-    """
-    lprobs = F.log_softmax(logits.float(), dim=-1)
-    keep = target != ignore_index
-    nll = -lprobs.gather(-1, target.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)
-    smooth = -lprobs.sum(dim=-1)
-    eps_other = epsilon / (lprobs.shape[-1] - 1)
-    loss = (1.0 - epsilon - eps_other) * nll + eps_other * smooth
-    return loss.masked_fill(~keep, 0.0).sum(), nll.masked_fill(~keep, 0.0).sum()
 
 
 class TranslationTask(LightningModule):
@@ -404,4 +378,4 @@ def _validate(
         raise ConfigError(f"TranslationTask: {error}") from None
 
 
-__all__ = ["TranslationTask", "TranslationWriter", "label_smoothed_nll_loss"]
+__all__ = ["TranslationTask", "TranslationWriter"]
