@@ -9,6 +9,9 @@ long process the allocator keeps freed memory, so a later workload could reuse a
 one's pages and look smaller than it is. (``tracemalloc`` does not see torch's allocations;
 ``resource.getrusage`` is the same high-water mark, process-wide and monotonic.)
 
+On a GPU the figure is CUDA's: ``torch.cuda.max_memory_allocated`` over what was allocated
+before the workload was built (the host's resident set is reported beside it).
+
 Run as ``python -m benchmarks.memory --size small --workload transformer/post_ln``: prints
 one JSON object.
 """
@@ -21,7 +24,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from benchmarks.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,26 +40,40 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field} (peak memory needs Linux)")
 
 
-def measure_here(size: str, name: str, runs: int, threads: int) -> dict[str, Any]:
-    """Build and run workload ``name`` in this process; the peak RSS over the baseline, in MiB."""
+def measure_here(size: str, name: str, runs: int, threads: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Build and run workload ``name`` in this process; the peak memory over the baseline, in MiB."""
     import torch
 
+    from benchmarks.settings import Settings
     from benchmarks.sizes import get_sizes
     from benchmarks.workloads import build
 
+    settings = settings or Settings()
+    on_gpu = settings.device_type == "cuda"
     torch.set_num_threads(threads)
     baseline = _status_kib("VmRSS")
-    workload = build(name, get_sizes(size))
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(settings.device)
+        gpu_baseline = torch.cuda.memory_allocated(settings.device)
+    workload = build(name, get_sizes(size), settings)
     for _ in range(runs):
         workload.run()
     peak = _status_kib("VmHWM")
-    return {"workload": name, "peak_mib": (peak - baseline) / 1024, "process_peak_mib": peak / 1024, "baseline_mib": baseline / 1024}
+    host = {"process_peak_mib": peak / 1024, "baseline_mib": baseline / 1024}
+    if on_gpu:
+        gpu_peak = torch.cuda.max_memory_allocated(settings.device)
+        return {"workload": name, "peak_mib": (gpu_peak - gpu_baseline) / 2**20, "memory": "cuda", **host}
+    return {"workload": name, "peak_mib": (peak - baseline) / 1024, "memory": "host", **host}
 
 
-def measure(size: str, name: str, *, runs: int = 3, threads: int = 1, timeout: float = 600.0) -> dict[str, Any]:
+def measure(
+    size: str, name: str, *, runs: int = 3, threads: int = 1, settings: Settings | None = None, timeout: float = 600.0
+) -> dict[str, Any]:
     """Measure workload ``name`` in a fresh subprocess; ``{"skipped": why}`` when it cannot run here."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "benchmarks.memory", "--size", size, "--workload", name, "--runs", str(runs), "--threads", str(threads)]
+    if settings is not None:
+        command += ["--device", settings.device, "--precision", settings.precision] + (["--compile"] if settings.compile else [])
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -67,11 +87,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="32")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args(argv)
     from benchmarks.harness import Skipped
+    from benchmarks.settings import Settings
 
     try:
-        result = measure_here(args.size, args.workload, args.runs, args.threads)
+        settings = Settings(args.device, args.precision, args.compile)
+        result = measure_here(args.size, args.workload, args.runs, args.threads, settings)
     except Skipped as why:
         result = {"workload": args.workload, "skipped": str(why)}
     print(json.dumps(result))

@@ -2,6 +2,8 @@
 
 Every row times skipln's figure and its reference's interleaved in this one process, then
 (unless ``--no-memory``) measures each workload's peak memory alone in a fresh process.
+``--device cuda --precision bf16-mixed --compile`` run both sides of every row on a GPU, in
+bf16 autocast, compiled; the files are then named ``<size>-cuda-bf16-compiled.{json,md}``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks.harness import machine_info
+from benchmarks.settings import PRECISIONS, Settings
 from benchmarks.sizes import PRESETS, get_sizes
 from benchmarks.suite import GROUPS, add_memory, row_specs, run_row
 from benchmarks.table import write
@@ -37,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per row (default: the preset's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--shared", action="store_true", help="note in the table that the machine was shared")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides of every row run there)")
+    parser.add_argument("--precision", default="32", choices=list(PRECISIONS), help="32 or bf16-mixed (torch.autocast)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the trained models of both sides")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
@@ -52,19 +58,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     sizes = get_sizes(args.size)
+    settings = Settings(args.device, args.precision, args.compile)
     if args.repeats is not None:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
     started = _now()
     machine = machine_info()
-    rows = [run_row(spec, sizes) for spec in row_specs(sizes, args.groups)]
+    rows = [run_row(spec, sizes, settings) for spec in row_specs(sizes, args.groups)]
     if not args.no_memory:
-        add_memory(rows, args.size, args.threads)
+        add_memory(rows, args.size, args.threads, settings)
     machine["loadavg_start"] = machine.pop("loadavg")
     machine["loadavg_end"] = list(os.getloadavg())
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     report = {
         "command": command.strip(),
         "size": args.size,
+        "name": args.size + settings.suffix,
+        "settings": dataclasses.asdict(settings),
         "sizes": vars(sizes),
         "started": started,
         "finished": _now(),

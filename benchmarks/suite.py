@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from benchmarks.harness import Skipped, Timing, interleaved
 from benchmarks.memory import measure
+from benchmarks.settings import Settings
 from benchmarks.sizes import Sizes
 from benchmarks.workloads import LAYOUTS, build, info_of
 
@@ -104,15 +105,15 @@ def row_specs(sizes: Sizes, groups: Iterable[str] = GROUPS) -> list[RowSpec]:
     return rows
 
 
-def run_row(spec: RowSpec, sizes: Sizes) -> dict[str, Any]:
-    """Time one row; a row whose workload cannot run here is returned with ``skipped`` set."""
+def run_row(spec: RowSpec, sizes: Sizes, settings: Settings | None = None) -> dict[str, Any]:
+    """Time one row (both sides under ``settings``); a row whose workload cannot run here is returned with ``skipped`` set."""
     result: dict[str, Any] = {
         "group": spec.group, "label": spec.label, "ratio_kind": spec.ratio,
         "goal": None if spec.goal is None else str(spec.goal), "note": spec.note,
     }
     try:
-        ours = build(spec.ours, sizes)
-        reference = build(spec.reference, sizes)
+        ours = build(spec.ours, sizes, settings)
+        reference = build(spec.reference, sizes, settings)
     except Skipped as why:
         log.warning("%s: not measured (%s)", spec.label, why)
         return {**result, "skipped": str(why), "ours": {"workload": spec.ours}, "reference": {"workload": spec.reference}}
@@ -160,7 +161,13 @@ def _round_ratios(ours: Timing, reference: Timing, kind: RatioKind) -> list[floa
     return [_ratio(o, ours.units, r, reference.units, kind) for o, r in pairs]
 
 
-def add_memory(rows: list[dict[str, Any]], size: str, threads: int, measure_one: Callable[..., dict[str, Any]] = measure) -> None:
+def add_memory(
+    rows: list[dict[str, Any]],
+    size: str,
+    threads: int,
+    settings: Settings | None = None,
+    measure_one: Callable[..., dict[str, Any]] = measure,
+) -> None:
     """Add each side's peak memory (``peak_mib``), measuring every distinct workload once, in its own process."""
     cache: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -168,7 +175,7 @@ def add_memory(rows: list[dict[str, Any]], size: str, threads: int, measure_one:
             name = row[side]["workload"]
             if name not in cache:
                 log.info("peak memory of %s", name)
-                cache[name] = measure_one(size, name, threads=threads)
+                cache[name] = measure_one(size, name, threads=threads, settings=settings or Settings())
             row[side]["memory"] = cache[name]
 
 

@@ -36,11 +36,19 @@ def _status(row: dict[str, Any]) -> str:
     return "met" if row["met"] else "**not met**"
 
 
+def _settings(report: dict[str, Any]) -> str:
+    settings = report.get("settings") or {"device": "cpu", "precision": "32", "compile": False}
+    compiled = "on (trained models; decoding is not compiled)" if settings["compile"] else "off"
+    return f"device {settings['device']}, precision {settings['precision']}, torch.compile {compiled}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The table, with the command and the machine it was measured on."""
     machine = report["machine"]
     lines = [
         f"Measured with `{report['command']}` ({report['size']} sizes), {report['started']} to {report['finished']} UTC.",
+        "",
+        f"Both sides of every row: {_settings(report)}.",
         "",
         f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']} using "
         f"{machine['torch_threads']} thread(s), GPU: {machine['cuda'] or 'none'}; load average "
@@ -53,7 +61,7 @@ def markdown(report: dict[str, Any]) -> str:
         "reference columns give each side's median. The ratio is the median of the per-round ratios (each round's two "
         "runs are adjacent in time, so load that slows a whole round cancels), with its interquartile range; the ratio "
         "of the two medians is shown beside it. Peak memory: increase of the peak resident set over the after-import "
-        "baseline, each workload alone in a fresh process (MiB).",
+        "baseline (on a GPU: of CUDA's allocated memory), each workload alone in a fresh process (MiB).",
         "",
         "| row | ours | reference | ratio (IQR) | ratio of medians | goal | status | peak MiB ours / ref |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -72,10 +80,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """Write ``<size>.json`` and ``<size>.md`` into ``out``; return their paths."""
+    """Write ``<name>.json`` and ``<name>.md`` into ``out`` (``small``, ``small-bf16``, ...); return their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    json_path = out / f"{report['size']}.json"
-    md_path = out / f"{report['size']}.md"
+    name = report.get("name", report["size"])
+    json_path = out / f"{name}.json"
+    md_path = out / f"{name}.md"
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(markdown(report), encoding="utf-8")
     return json_path, md_path

@@ -17,7 +17,8 @@ Names:
   strategy, ``resnet/reference/<layout>`` of :class:`benchmarks.references.ReferenceResNet`;
   ``layout`` is ``contiguous`` or ``channels_last``. They count images.
 
-Every builder seeds torch, so ours and the reference see the same data.
+Every builder seeds torch, so ours and the reference see the same data, and takes the run's
+:class:`benchmarks.settings.Settings` (device, precision, compile), the same for both sides.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from benchmarks.flops import transformer_training_flops
 from benchmarks.harness import Skipped, Workload, matmul_workload
 from benchmarks.references import ReferenceResNet, TorchSeq2Seq
+from benchmarks.settings import Settings
 from benchmarks.sizes import Sizes
 from skipln.decoding import SpecialTokens, beam_search
 from skipln.errors import ConfigError
@@ -109,16 +111,20 @@ def pytorch_loss(logits: Tensor, target: Tensor) -> Tensor:
     )
 
 
-def _translation_step(model: nn.Module, batch: dict[str, Tensor], loss_fn: Loss) -> Callable[[], None]:
+def _translation_step(model: nn.Module, batch: dict[str, Tensor], loss_fn: Loss, settings: Settings) -> Callable[[], None]:
     """Forward, label-smoothed loss per target token, backward, Adam step."""
+    settings.prepare(model)
     model.train()
+    batch = {key: value.to(settings.device) for key, value in batch.items()}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
     ntokens = int((batch["target"] != SPECIAL.pad).sum())
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
-        (loss_fn(logits, batch["target"]) / ntokens).backward()
+        with settings.autocast():
+            logits = model(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
+            loss = loss_fn(logits, batch["target"])
+        (loss / ntokens).backward()
         optimizer.step()
 
     return step
@@ -132,7 +138,7 @@ def _ours_transformer(sizes: Sizes, skip: SkipStrategy, *, dim: int, ffn_dim: in
     )
 
 
-def transformer_training(sizes: Sizes, model_name: str) -> Workload:
+def transformer_training(sizes: Sizes, model_name: str, settings: Settings) -> Workload:
     """``transformer/<strategy>`` or ``transformer/torch``."""
     torch.manual_seed(0)
     shape = {"dim": sizes.dim, "ffn_dim": sizes.ffn_dim, "heads": sizes.heads, "layers": sizes.layers}
@@ -145,12 +151,12 @@ def transformer_training(sizes: Sizes, model_name: str) -> Workload:
     batch = translation_batch(sizes, sizes.sentences, sizes.source_len, sizes.target_len, sizes.vocab)
     tokens = float((batch["target"] != SPECIAL.pad).sum())
     return Workload(
-        f"transformer/{model_name}", _translation_step(model, batch, loss_fn), tokens, "tok",
+        f"transformer/{model_name}", _translation_step(model, batch, loss_fn, settings), tokens, "tok", settings.device,
         info={**shape, "vocab": sizes.vocab, "sentences": sizes.sentences, "dropout": DROPOUT},
     )
 
 
-def flops_training(sizes: Sizes) -> Workload:
+def flops_training(sizes: Sizes, settings: Settings) -> Workload:
     """``flops/post_ln``: the Post-LN training step at d 512, counting matmul FLOPs."""
     torch.manual_seed(0)
     shape = {"dim": sizes.flops_dim, "ffn_dim": sizes.flops_ffn_dim, "heads": sizes.flops_heads, "layers": sizes.flops_layers}
@@ -160,41 +166,43 @@ def flops_training(sizes: Sizes) -> Workload:
         sentences=sizes.sentences, source_len=sizes.source_len, target_len=sizes.target_len, dim=sizes.flops_dim,
         ffn_dim=sizes.flops_ffn_dim, vocab=sizes.vocab, encoder_layers=sizes.flops_layers, decoder_layers=sizes.flops_layers,
     )
-    return Workload("flops/post_ln", _translation_step(model, batch, skipln_loss), flops, "FLOP", info={**shape, "vocab": sizes.vocab})
+    step = _translation_step(model, batch, skipln_loss, settings)
+    return Workload("flops/post_ln", step, flops, "FLOP", settings.device, info={**shape, "vocab": sizes.vocab})
 
 
 # --------------------------------------------------------------------------- beam search
 
 
-def _beam_inputs(sizes: Sizes) -> tuple[Tensor, Tensor, int]:
+def _beam_inputs(sizes: Sizes, settings: Settings) -> tuple[Tensor, Tensor, int]:
     """Sources of equal length, so every decoder applies the same length limit to every sentence."""
     generator = torch.Generator().manual_seed(1)
     src = torch.randint(3, sizes.vocab, (sizes.beam_sentences, sizes.beam_source_len), generator=generator)
     src[:, -1] = SPECIAL.eos
     lengths = torch.full((sizes.beam_sentences,), sizes.beam_source_len)
     max_len = int(MAX_LEN_A * sizes.beam_source_len + sizes.beam_max_len_b)
-    return src, lengths, max_len
+    return src.to(settings.device), lengths.to(settings.device), max_len
 
 
-def beam_decoding(sizes: Sizes, mode: str) -> Workload:
+def beam_decoding(sizes: Sizes, mode: str, settings: Settings) -> Workload:
     """``beam/cached``, ``beam/recompute`` or ``beam/marian``."""
     if mode == "marian":
-        return marian_generate(sizes)
+        return marian_generate(sizes, settings)
     torch.manual_seed(0)
     model = Transformer(sizes.vocab, PostLN(), sizes.beam_layers, sizes.beam_layers, sizes.beam_dim, sizes.beam_ffn_dim, sizes.beam_heads)
-    model.eval()
-    src, lengths, _ = _beam_inputs(sizes)
+    settings.prepare(model, compile=False).eval()
+    src, lengths, _ = _beam_inputs(sizes, settings)
     use_cache = mode == "cached"
 
     def run() -> None:
-        beam_search(
-            model, src, lengths, SPECIAL, beam_size=BEAM, max_len_a=MAX_LEN_A, max_len_b=sizes.beam_max_len_b, use_cache=use_cache
-        )
+        with settings.autocast():
+            beam_search(
+                model, src, lengths, SPECIAL, beam_size=BEAM, max_len_a=MAX_LEN_A, max_len_b=sizes.beam_max_len_b, use_cache=use_cache
+            )
 
-    return Workload(f"beam/{mode}", run, float(sizes.beam_sentences), "sent", info={"beam": BEAM, "max_len_a": MAX_LEN_A})
+    return Workload(f"beam/{mode}", run, float(sizes.beam_sentences), "sent", settings.device, info={"beam": BEAM, "max_len_a": MAX_LEN_A})
 
 
-def marian_generate(sizes: Sizes) -> Workload:
+def marian_generate(sizes: Sizes, settings: Settings) -> Workload:
     """Hugging Face MarianMT ``generate`` with beam 5, random weights, the same sizes and inputs as ``beam/cached``."""
     try:
         from transformers import MarianConfig, MarianMTModel
@@ -222,12 +230,12 @@ def marian_generate(sizes: Sizes) -> Workload:
         forced_eos_token_id=SPECIAL.eos,
         scale_embedding=True,
     )
-    model = MarianMTModel(config).eval()
-    src, lengths, max_len = _beam_inputs(sizes)
+    model = settings.prepare(MarianMTModel(config), compile=False).eval()
+    src, lengths, max_len = _beam_inputs(sizes, settings)
     attention_mask = torch.ones_like(src)
 
     def run() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), settings.autocast():
             # skipln allows max_len tokens before eos and forces eos after them: max_len + 1 new tokens.
             model.generate(
                 input_ids=src,
@@ -242,13 +250,13 @@ def marian_generate(sizes: Sizes) -> Workload:
                 use_cache=True,
             )
 
-    return Workload("beam/marian", run, float(sizes.beam_sentences), "sent", info={"beam": BEAM})
+    return Workload("beam/marian", run, float(sizes.beam_sentences), "sent", settings.device, info={"beam": BEAM})
 
 
 # --------------------------------------------------------------------------- ResNet
 
 
-def resnet_training(sizes: Sizes, model_name: str, layout: str) -> Workload:
+def resnet_training(sizes: Sizes, model_name: str, layout: str, settings: Settings) -> Workload:
     """``resnet/<strategy>/<layout>`` or ``resnet/reference/<layout>``."""
     if layout not in LAYOUTS:
         raise ConfigError(f"benchmarks: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -260,19 +268,22 @@ def resnet_training(sizes: Sizes, model_name: str, layout: str) -> Workload:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(sizes.resnet_batch, 3, sizes.image_size, sizes.image_size, generator=generator)
     labels = torch.randint(0, 10, (sizes.resnet_batch,), generator=generator)
+    images, labels = images.to(settings.device), labels.to(settings.device)
     if layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    model.train()
+    settings.prepare(model).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
+        with settings.autocast():
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
         optimizer.step()
 
     return Workload(
-        f"resnet/{model_name}/{layout}", step, float(sizes.resnet_batch), "img",
+        f"resnet/{model_name}/{layout}", step, float(sizes.resnet_batch), "img", settings.device,
         info={"depth": sizes.resnet_depth, "batch": sizes.resnet_batch, "layout": layout},
     )
 
@@ -280,20 +291,21 @@ def resnet_training(sizes: Sizes, model_name: str, layout: str) -> Workload:
 # --------------------------------------------------------------------------- by name
 
 
-def build(name: str, sizes: Sizes) -> Workload:
-    """The workload called ``name`` (see the module's docstring) at ``sizes``."""
+def build(name: str, sizes: Sizes, settings: Settings | None = None) -> Workload:
+    """The workload called ``name`` (see the module's docstring) at ``sizes``, run as ``settings`` say (default: CPU, float32)."""
+    settings = settings or Settings()
     parts = name.split("/")
     builders: dict[str, Callable[[], Workload]] = {}
     if parts[0] == "transformer" and len(parts) == 2:
-        builders[name] = lambda: transformer_training(sizes, parts[1])
+        builders[name] = lambda: transformer_training(sizes, parts[1], settings)
     elif parts[0] == "beam" and len(parts) == 2 and parts[1] in ("cached", "recompute", "marian"):
-        builders[name] = lambda: beam_decoding(sizes, parts[1])
+        builders[name] = lambda: beam_decoding(sizes, parts[1], settings)
     elif parts[0] == "resnet" and len(parts) == 3:
-        builders[name] = lambda: resnet_training(sizes, parts[1], parts[2])
+        builders[name] = lambda: resnet_training(sizes, parts[1], parts[2], settings)
     elif name == "flops/post_ln":
-        builders[name] = lambda: flops_training(sizes)
+        builders[name] = lambda: flops_training(sizes, settings)
     elif name == "matmul":
-        builders[name] = lambda: matmul_workload(sizes.matmul_size)
+        builders[name] = lambda: matmul_workload(sizes.matmul_size, settings.device, settings.dtype)
     if name not in builders:
         raise ConfigError(
             f"benchmarks: unknown workload {name!r}; expected transformer/<strategy|torch>, beam/<cached|recompute|marian>, "

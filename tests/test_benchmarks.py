@@ -15,6 +15,7 @@ from benchmarks.flops import transformer_training_flops
 from benchmarks.harness import Skipped, Timing, Workload, interleaved
 from benchmarks.memory import measure
 from benchmarks.references import ReferenceResNet, TorchSeq2Seq
+from benchmarks.settings import Settings
 from benchmarks.sizes import get_sizes
 from benchmarks.suite import GROUPS, paired_ratio, row_specs
 from benchmarks.workloads import SPECIAL, build, translation_batch
@@ -112,3 +113,31 @@ def test_a_workload_step_trains_the_model() -> None:
     workload.run()
     assert params and any(not torch.equal(b, p) for b, p in zip(before, params, strict=True))
     assert workload.units == 4 * 6 - 2 * 2  # target tokens of the tiny batch, padding excluded
+
+
+def test_a_bf16_run_names_its_files_after_the_setting_and_records_it(tmp_path: Path) -> None:
+    report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", "flops", "--precision", "bf16-mixed"])
+    assert report["settings"] == {"device": "cpu", "precision": "bf16-mixed", "compile": False}
+    assert (tmp_path / "tiny-bf16.json").is_file()
+    assert "precision bf16-mixed" in (tmp_path / "tiny-bf16.md").read_text()
+    # The peak to compare with is then bfloat16's.
+    assert report["rows"][0]["reference"]["info"]["dtype"] == "bfloat16"
+
+
+def test_settings_reject_an_unknown_precision_and_a_missing_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        Settings(precision="fp8")  # type: ignore[arg-type]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU; use --device cpu"):
+        Settings(device="cuda")
+
+
+def test_compile_compiles_the_trained_models_of_both_sides_in_place_but_not_decoding() -> None:
+    settings = Settings(compile=True)
+    for name in ("resnet/skip/contiguous", "resnet/reference/contiguous"):
+        models = [cell.cell_contents for cell in build(name, get_sizes("tiny"), settings).run.__closure__ or ()
+                  if isinstance(cell.cell_contents, torch.nn.Module)]
+        assert models and all(model._compiled_call_impl is not None for model in models)  # noqa: SLF001
+    beam = build("beam/cached", get_sizes("tiny"), settings)
+    models = [c.cell_contents for c in beam.run.__closure__ or () if isinstance(c.cell_contents, torch.nn.Module)]
+    assert models and all(model._compiled_call_impl is None for model in models)  # noqa: SLF001
