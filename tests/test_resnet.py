@@ -272,6 +272,13 @@ def test_name_reads_as_the_literature_names_the_model() -> None:
     assert ResNet(8, "basic", width=32, shortcut="B").name == "resnet8-w32-B"
 
 
+def test_the_name_says_when_the_skip_connections_normalize_with_batch_norm() -> None:
+    assert ResNet(20, "basic", skip=PostLN(), skip_norm="batch").name == "resnet20-skipbn"
+    assert ResNet(20, "basic", skip=PostLN(), skip_norm="layer").name == "resnet20"
+    # Without a norm in its skip connections, the setting changes nothing, and the name says nothing.
+    assert ResNet(20, "basic", skip=Plain(), skip_norm="batch").name == "resnet20"
+
+
 def test_model_stores_its_strategy() -> None:
     strategy = RecursiveSkipLN(recursions=3)
     assert ResNet(8, "basic", skip=strategy).skip is strategy

@@ -282,12 +282,18 @@ class ResNet(nn.Module):
 
     @property
     def name(self) -> str:
-        """``resnet56``, ``preact_resnet110``, with ``-w32`` / ``-B`` where width or shortcut differ from He et al."""
+        """``resnet56``, ``preact_resnet110``, with ``-w32`` / ``-B`` where width or shortcut differ from He et al.
+
+        ``-skipbn`` where the skip connections normalize with BN instead of LN (the paper's
+        ablation), so that such a run's name does not read like the LN run of the same strategy.
+        """
         name = f"{'preact_' if self.block == 'preact' else ''}resnet{self.depth}"
         if self.width != 16:
             name += f"-w{self.width}"
         if self.shortcut != "A":
             name += f"-{self.shortcut}"
+        if any(isinstance(module, SkipBatchNorm2d) for block in self.blocks for module in block.skip.modules()):
+            name += "-skipbn"
         return name
 
     def forward_features(self, x: Tensor) -> Tensor:
