@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal as signal_module
+from types import SimpleNamespace
 
 from lightning.pytorch import Callback
 from lightning.pytorch.demos.boring_classes import BoringModel
@@ -20,11 +21,16 @@ class SkipHolder(BoringModel):
 
 
 class NonFiniteAtStep(BoringModel):
-    """Its loss turns NaN at training batches ``bad_steps`` (a diverging run)."""
+    """Its loss turns NaN at training batches ``bad_steps`` (a diverging run).
 
-    def __init__(self, bad_steps: list[int] = [2]) -> None:  # noqa: B006 - jsonargparse needs a literal default
+    With ``skip`` it holds a strategy where the tasks do (``net.skip``), for the messages that name it.
+    """
+
+    def __init__(self, bad_steps: list[int] = [2], skip: SkipStrategy | None = None) -> None:  # noqa: B006 - jsonargparse needs a literal default
         super().__init__()
         self.bad_steps = bad_steps
+        if skip is not None:
+            self.net = SimpleNamespace(skip=skip)
 
     def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
         output = super().training_step(batch, batch_idx)
@@ -55,3 +61,12 @@ class SignalAtStep(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
         if trainer.global_step == self.step and trainer.ckpt_path is None:
             os.kill(os.getpid(), getattr(signal_module, self.signal))
+
+
+class WorseningValidation(BoringModel):
+    """Its validation loss grows every epoch: the first epoch is the best one."""
+
+    def validation_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        output = super().validation_step(batch, batch_idx)
+        self.log("val/loss", float(self.current_epoch))
+        return output

@@ -34,7 +34,9 @@ class ExplodingModel(BoringModel):
     def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
         if batch_idx == 1:
             raise RuntimeError("boom")
-        return super().training_step(batch, batch_idx)
+        output = super().training_step(batch, batch_idx)
+        self.log("train/loss", output["loss"])
+        return output
 
 
 def runs(workdir: Path) -> list[Run]:
@@ -81,6 +83,9 @@ def test_a_crashing_run_ends_failed_with_its_metrics_so_far(workdir: Path) -> No
         cli_main(["fit", *args], default_config_files=[DEFAULTS])
     (run,) = runs(workdir)
     assert run.info.status == "FAILED"
+    # The step before the crash was logged and is kept.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlruns/mlflow.db")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0]
 
 
 def test_invalid_strategy_hyperparameter_exits_with_a_clear_message(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,10 +22,15 @@ from sacrebleu.metrics import BLEU
 from conftest import CONFIGS, DEFAULTS, REPO
 from reliability_support import CORPUS_SIZES, subprocess_env, tiny_translation_config, write_config, write_corpus
 from skipln.cli import cli_main
+from skipln.data.digits import DigitsDataModule
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-RESNET = [f"--config={CONFIGS / 'quickstart' / 'resnet.yaml'}", "--model.init_args.net.init_args.depth=8"]
+# Validation and test sets of 225 images each: odd, so padding them for two processes would score one image twice.
+RESNET = [
+    f"--config={CONFIGS / 'quickstart' / 'resnet.yaml'}", "--model.init_args.net.init_args.depth=8",
+    "--data.init_args.val_fraction=0.125", "--data.init_args.test_fraction=0.125",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +66,9 @@ def one_process(subcommand: str, *args: str) -> dict[str, float]:
 
 
 def test_classification_under_ddp_logs_the_metrics_of_the_whole_validation_and_test_sets(workdir: Path) -> None:
+    digits = DigitsDataModule(val_fraction=0.125, test_fraction=0.125)
+    digits.setup()
+    assert len(digits.val_set) % 2 == 1 and len(digits.test_set) % 2 == 1
     main_py(workdir, "fit", *RESNET, *DDP, *QUIET, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3")
     client, run = only_run(workdir)
     assert run.info.status == "FINISHED"

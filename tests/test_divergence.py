@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import DEFAULTS
+from skipln.callbacks import DivergenceGuard
 from skipln.cli import cli_main
 
 ARGS = [
@@ -29,13 +30,16 @@ def only_run(workdir: Path) -> mlflow.entities.Run:
     return run
 
 
-def test_nonfinite_loss_stops_with_a_message_naming_step_and_run(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nonfinite_loss_stops_with_a_message_naming_step_run_and_strategy(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    strategy = ["--model.skip=skipln.skip.RecursiveSkipLN", "--model.skip.recursions=2"]
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["fit", *ARGS, "--model.bad_steps=[3]"], default_config_files=[DEFAULTS])
+        cli_main(["fit", *ARGS, "--model.bad_steps=[3]", *strategy], default_config_files=[DEFAULTS])
     assert exit_info.value.code == 1
     run = only_run(workdir)
     err = capsys.readouterr().err
     assert "loss is nan at step 3" in err and run.info.run_id in err
+    assert "skip strategy RecursiveSkipLN(recursions=2" in err
+    assert "--trainer.callbacks.on_nonfinite=skip" in err  # how to go on past such steps
 
 
 def test_diverged_run_ends_failed_with_reason_tag_and_metrics_so_far(workdir: Path) -> None:
@@ -60,10 +64,25 @@ def test_checkpoints_written_before_divergence_are_kept_and_finite(workdir: Path
 
 
 def test_skip_mode_drops_nonfinite_steps_and_finishes(workdir: Path) -> None:
-    cli_main(
-        ["fit", *ARGS, "--model.bad_steps=[1, 3]", "--trainer.callbacks=skipln.callbacks.DivergenceGuard", "--trainer.callbacks.on_nonfinite=skip"],
-        default_config_files=[DEFAULTS],
-    )
+    # As the stop message says: one more guard on the command line replaces the default one.
+    skip_mode = ["--trainer.callbacks+=skipln.callbacks.DivergenceGuard", "--trainer.callbacks.on_nonfinite=skip"]
+    cli = cli_main(["fit", *ARGS, "--model.bad_steps=[1, 3]", *skip_mode], default_config_files=[DEFAULTS])
+    assert cli is not None
     run = only_run(workdir)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["train/nonfinite_steps"] == 2.0
+    guards = [c for c in cli.trainer.callbacks if isinstance(c, DivergenceGuard)]
+    assert [guard.on_nonfinite for guard in guards] == ["skip"]
+    # The other default callbacks still run: the checkpoints are written.
+    last = workdir / "mlruns" / run.info.experiment_id / run.info.run_id / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 6
+
+
+def test_skip_mode_still_stops_after_max_skips_nonfinite_steps(workdir: Path) -> None:
+    skip_mode = ["--trainer.callbacks+=skipln.callbacks.DivergenceGuard", "--trainer.callbacks.on_nonfinite=skip", "--trainer.callbacks.max_skips=1"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", *ARGS, "--model.bad_steps=[1, 3]", *skip_mode], default_config_files=[DEFAULTS])
+    assert exit_info.value.code == 1
+    run = only_run(workdir)
+    assert run.info.status == "FAILED"
+    assert "step 3" in run.data.tags["failure_reason"] and "after skipping 1 non-finite steps" in run.data.tags["failure_reason"]

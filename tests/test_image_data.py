@@ -12,6 +12,7 @@ import torchvision.datasets.cifar
 
 from skipln.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from skipln.data.digits import DigitsDataModule
+from skipln.data.sharding import UnpaddedShardSampler
 from skipln.errors import DataError
 
 #: Images per file of the fake CIFAR folders (the real ones hold 10,000).
@@ -195,3 +196,20 @@ def test_digits_augmentation_applies_to_training_images_only(digits: DigitsDataM
 def test_digits_fractions_must_leave_training_images() -> None:
     with pytest.raises(ValueError, match="at least 10%"):
         DigitsDataModule(val_fraction=0.5, test_fraction=0.45)
+
+
+# --------------------------------------------------------------------------- evaluation under DDP
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_evaluation_shards_cover_every_example_exactly_once_without_padding(size: int) -> None:
+    shards = [list(UnpaddedShardSampler(range(size), num_replicas=2, rank=rank)) for rank in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == list(range(size))
+    assert [len(UnpaddedShardSampler(range(size), num_replicas=2, rank=rank)) for rank in (0, 1)] == [len(s) for s in shards]
+
+
+def test_the_evaluation_loaders_keep_their_sampler_under_lightning(digits: DigitsDataModule) -> None:
+    # A DistributedSampler already: Lightning does not put its padding one in its place.
+    assert isinstance(digits.val_dataloader().sampler, UnpaddedShardSampler)
+    assert isinstance(digits.test_dataloader().sampler, UnpaddedShardSampler)
+    assert list(digits.val_dataloader().sampler) == list(range(len(digits.val_set)))

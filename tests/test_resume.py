@@ -236,6 +236,23 @@ def test_ckpt_path_last_without_an_interrupted_run_is_a_clear_error(workdir: Pat
     assert "Drop --ckpt_path to start a new run" in message
 
 
+def test_last_ckpt_holds_the_final_state_even_when_validation_stopped_improving(workdir: Path) -> None:
+    # ModelCheckpoint(save_last=True) alone would leave last.ckpt at epoch 0, the best one here.
+    cli = cli_main(
+        ["fit", "--model=skipln_test_support.WorseningValidation", "--data=lightning.pytorch.demos.boring_classes.BoringDataModule",
+         "--trainer.max_epochs=3", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"],
+        default_config_files=[DEFAULTS],
+    )
+    assert cli is not None
+    (run,) = runs(workdir)
+    folder = workdir / "mlruns" / run.info.experiment_id / run.info.run_id / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch000-step2.ckpt", "last.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    assert (last["global_step"], last["epoch"]) == (6, 2)
+    torch.testing.assert_close(last["state_dict"], cli.model.state_dict())
+
+
 # -- which run `--ckpt_path last` picks ---------------------------------------------------------
 
 

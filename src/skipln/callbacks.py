@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 
-from skipln.errors import SkipLNError
+from skipln.errors import ConfigError, SkipLNError
 from skipln.tracking import mlflow_loggers
 
 
@@ -35,13 +35,19 @@ class DivergenceGuard(Callback):
     even by momentum or weight decay), the skip is counted in ``train/nonfinite_steps``, and
     training stops anyway after ``max_skips`` of them.
 
+    ``configs/defaults.yaml`` configures one guard (``stop``); one added on the command line
+    replaces it (see :func:`skipln.cli.keep_last_of_each`). In ``skip`` mode the forward pass of a
+    skipped step has still run: BatchNorm running statistics it updated stay updated.
+
     The check runs in ``on_before_backward``, before any update, on every rank: the loss of
     data-parallel ranks may differ, so the decision is reduced across ranks.
     """
 
     def __init__(self, on_nonfinite: Literal["stop", "skip"] = "stop", max_skips: int = 100) -> None:
         if on_nonfinite not in ("stop", "skip"):
-            raise ValueError(f"DivergenceGuard: 'on_nonfinite' must be 'stop' or 'skip', got {on_nonfinite!r}")
+            raise ConfigError(f"DivergenceGuard: 'on_nonfinite' must be 'stop' or 'skip', got {on_nonfinite!r}")
+        if isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 0:
+            raise ConfigError(f"DivergenceGuard: 'max_skips' must be an integer >= 0, got {max_skips!r}")
         self.on_nonfinite = on_nonfinite
         self.max_skips = max_skips
         self.skipped = 0
@@ -80,8 +86,8 @@ class DivergenceGuard(Callback):
         return (
             f"training diverged: the loss is {value_text} at step {trainer.global_step} (epoch {trainer.current_epoch}) "
             f"of {run}{strategy}{skipped}. Checkpoints written before this step are kept. To continue past such steps, "
-            "set DivergenceGuard's `on_nonfinite: skip`; to avoid them, lower the learning rate or add gradient clipping "
-            "(`trainer.gradient_clip_val`)."
+            "add `--trainer.callbacks+=skipln.callbacks.DivergenceGuard --trainer.callbacks.on_nonfinite=skip`; to avoid "
+            "them, lower the learning rate or add gradient clipping (`trainer.gradient_clip_val`)."
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -14,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from skipln.callbacks import DivergenceGuard
 from skipln.errors import ConfigError, explain_parser_error, find_user_error
 from skipln.resume import SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+#: Callbacks a run has one of: a later one (from the command line) replaces the default.
+SINGLE_CALLBACKS: tuple[type[Callback], ...] = (DivergenceGuard, ResumeState)
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 
 
@@ -78,6 +81,13 @@ class SkipLNCLI(LightningCLI):
             help_command = " ".join(filter(None, [parser.prog, subcommand, "--help"]))
             raise ConfigError(explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Before the Trainer exists: it refuses two stateful callbacks of one class.
+        callbacks = kwargs.get("callbacks", self._get(self.config_init, "trainer", default={}).get("callbacks"))
+        if callbacks is not None:
+            kwargs["callbacks"] = keep_last_of_each(callbacks if isinstance(callbacks, list) else [callbacks], SINGLE_CALLBACKS)
+        return super().instantiate_trainer(**kwargs)
+
     def after_instantiate_classes(self) -> None:
         name_runs(self.trainer, self.model, self.datamodule)
         for callback in self.trainer.callbacks:
@@ -106,6 +116,18 @@ class SkipLNCLI(LightningCLI):
             if interruption == "SIGTERM":
                 raise SystemExit(SIGTERM_EXIT_CODE) from None
             raise
+
+
+def keep_last_of_each(callbacks: list[Callback], classes: tuple[type[Callback], ...]) -> list[Callback]:
+    """``callbacks`` with only the last instance of each of ``classes``.
+
+    The defaults configure one DivergenceGuard and one ResumeState; the command line can only
+    append to a list (``--trainer.callbacks+=``), so a second one given there replaces the
+    default instead of running beside it: ``--trainer.callbacks+=skipln.callbacks.DivergenceGuard
+    --trainer.callbacks.on_nonfinite=skip``.
+    """
+    last = {cls: max((i for i, c in enumerate(callbacks) if isinstance(c, cls)), default=-1) for cls in classes}
+    return [c for i, c in enumerate(callbacks) if all(not isinstance(c, cls) or i == last[cls] for cls in classes)]
 
 
 def _is_mlflow(entry: Any) -> bool:

@@ -6,6 +6,8 @@ to stop at any moment:
 - **Periodic mid-epoch checkpoints.** Every ``every_n_train_steps`` optimizer steps (and/or
   every ``every_seconds``) it writes ``last.ckpt`` beside the run's other checkpoints, so a
   process killed outright (SIGKILL, out of memory, a lost machine) loses at most that much work.
+  And at the end of every epoch, so that ``last.ckpt`` is always the newest state (Lightning's
+  own ``save_last`` writes it only beside a new best checkpoint).
 - **SIGTERM.** Lightning's signal connector turns SIGTERM into a stop after the current
   batch; this callback writes ``last.ckpt`` of exactly that step before the process exits, tags
   the MLflow run ``interrupted`` (what, at which step) and ``resume_command`` (how to go on),
@@ -73,6 +75,10 @@ class ResumeState(Callback):
             (Lightning skips both when it resumes from the end of such a step).
         every_seconds: write ``last.ckpt`` when at least this many seconds passed since the last
             one (``null``: never by time).
+        every_epoch: write ``last.ckpt`` at the end of every training epoch (after its
+            validation), as fairseq writes ``checkpoint_last.pt``. Lightning's
+            ``ModelCheckpoint(save_last=True)`` writes it only when it also saves a top-k
+            checkpoint, so without this a fit's ``last.ckpt`` would hold its best epoch, not its last.
         dirpath: where ``last.ckpt`` goes; default: the first ``ModelCheckpoint``'s folder (the
             run's ``checkpoints/``), else ``<default_root_dir>/checkpoints``.
         restore_random_state: put the checkpoint's random state back on resume (single process
@@ -83,6 +89,7 @@ class ResumeState(Callback):
         self,
         every_n_train_steps: int | None = None,
         every_seconds: float | None = 300.0,
+        every_epoch: bool = True,
         dirpath: str | None = None,
         restore_random_state: bool = True,
     ) -> None:
@@ -91,7 +98,10 @@ class ResumeState(Callback):
         if every_seconds is not None and not every_seconds > 0:
             raise ConfigError(f"ResumeState: 'every_seconds' must be > 0 or null, got {every_seconds!r}")
         self.every_n_train_steps = every_n_train_steps
+        if not isinstance(every_epoch, bool):
+            raise ConfigError(f"ResumeState: 'every_epoch' must be true or false, got {every_epoch!r}")
         self.every_seconds = every_seconds
+        self.every_epoch = every_epoch
         self.dirpath = dirpath
         self.restore_random_state = restore_random_state
         #: What stopped this process's fit ("SIGTERM", "SIGINT"), for the CLI to end the run KILLED.
@@ -186,6 +196,8 @@ class ResumeState(Callback):
             self._save_if_due(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.every_epoch and not trainer.sanity_checking:
+            self._save_due = True
         self._save_if_due(trainer)
 
     def _save_if_due(self, trainer: Trainer) -> None:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from skipln.data.resumable import EpochSampler, ResumableDataLoader, run_seed
+from skipln.data.image_loaders import evaluation_loader, training_loader
 from skipln.errors import ConfigError, DataError
 
 
@@ -168,17 +168,10 @@ class CIFARDataModule(LightningDataModule):
                 f"files with a fresh copy, or delete the folder and set `download: true` (data.init_args.download)."
             ) from error
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _require(self, dataset: Dataset | None) -> Dataset:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self._on_gpu(),
-            persistent_workers=self.num_workers > 0,
-        )
+        return dataset
 
     def _on_gpu(self) -> bool:
         trainer = self.trainer
@@ -187,26 +180,21 @@ class CIFARDataModule(LightningDataModule):
         return torch.cuda.is_available()
 
     def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
-        # Shuffled by (run seed, epoch), sharded under DDP, resumable mid-epoch: a resumed run sees the same batches.
-        return ResumableDataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(self.train_set, shuffle=True, seed=run_seed()),
-            num_workers=self.num_workers,
-            pin_memory=self._on_gpu(),
-            persistent_workers=self.num_workers > 0,
-        )
+        dataset = self._require(self.train_set)
+        return training_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self._on_gpu())
+
+    def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
+        dataset = self._require(dataset)
+        return evaluation_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self._on_gpu())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._eval_loader(self.test_set)
 
 
 class CIFAR10DataModule(CIFARDataModule):

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from skipln.data.resumable import EpochSampler, ResumableDataLoader, run_seed
+from skipln.data.image_loaders import evaluation_loader, training_loader
 from skipln.errors import ConfigError
 
 #: The data set's grey levels run from 0 to 16.
@@ -126,37 +126,27 @@ class DigitsDataModule(LightningDataModule):
         )
         return torch.from_numpy(train), torch.from_numpy(val), torch.from_numpy(test)
 
-    def _loader(self, dataset: ImageTensors | None, shuffle: bool) -> DataLoader:
+    def _require(self, dataset: Dataset | None) -> Dataset:
         if dataset is None:
-            raise RuntimeError("DigitsDataModule: call setup() before asking for a data loader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
+        return dataset
 
     def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            raise RuntimeError("DigitsDataModule: call setup() before asking for a data loader")
-        # Shuffled by (run seed, epoch) and resumable mid-epoch: a resumed run sees the same batches.
-        return ResumableDataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            sampler=EpochSampler(self.train_set, shuffle=True, seed=run_seed()),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        dataset = self._require(self.train_set)
+        return training_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=False)
+
+    def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
+        dataset = self._require(dataset)
+        return evaluation_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=False)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._eval_loader(self.test_set)
 
 
 __all__ = ["DigitsDataModule", "ImageTensors"]
