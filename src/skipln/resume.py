@@ -47,6 +47,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from skipln.errors import ConfigError
+from skipln.processes import process_alive
 from skipln.tracking import mlflow_loggers
 
 #: MLflow tags this module writes.
@@ -581,13 +582,7 @@ def _may_be_alive(tags: Mapping[str, str]) -> bool:
         return True
     if int(pid) == os.getpid():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(int(pid))
 
 
 __all__ = [

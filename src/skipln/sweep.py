@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from skipln.errors import SkipLNError
+from skipln.processes import process_alive
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -417,13 +418,7 @@ def is_running_here(run_id: str, host: str | None, pid: str | None) -> bool:
             return run_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(int(pid))
 
 
 @dataclass
