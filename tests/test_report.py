@@ -254,6 +254,26 @@ def test_the_command_writes_markdown_csv_and_curves(store: Store, workdir: Path,
     assert "rskip_ln-r2" in capsys.readouterr().out
 
 
+def test_the_command_with_a_baseline_adds_the_comparisons_to_the_table_and_a_csv(store: Store, workdir: Path) -> None:
+    shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
+    for seed, (base, rskip) in enumerate([(0.90, 0.95), (0.91, 0.97), (0.92, 0.96)]):
+        store.run("post_ln", seed, classified(base))
+        store.run("rskip_ln-r2", seed, classified(rskip))
+    assert main(["demo", "--baseline", "post_ln"]) == 0
+    out = workdir / "reports" / "demo"
+    table = (out / "table.md").read_text()
+    assert "## Against post_ln" in table
+    assert "| resnet20 | digits | rskip_ln-r2 | test/acc | 3 | +0.0500 vs post_ln (3) |" in table
+    assert pd.read_csv(out / "comparisons.csv")["difference"].tolist() == pytest.approx([0.05])
+
+
+def test_a_baseline_that_is_not_a_strategy_of_the_sweep_is_a_clear_error(store: Store, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
+    store.run("skip", 0, classified(0.9))
+    assert main(["demo", "--baseline", "post_ln"]) == 2
+    assert "error: --baseline 'post_ln': no finished, tested run of that strategy; the strategies are: skip" in capsys.readouterr().err
+
+
 def test_the_command_without_a_store_says_so(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--tracking-uri", "sqlite:///mlruns/mlflow.db", "--experiment", "skipln"]) == 2
     assert "no MLflow store at sqlite:///" in capsys.readouterr().err

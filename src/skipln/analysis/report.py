@@ -12,7 +12,10 @@ writes, under ``reports/<sweep>/`` (``--out``):
 - ``table.csv``: the same numbers, one row per (network, strategy, data set), unformatted;
 - ``runs.csv``: one row per run, with its outcome;
 - ``curves-<metric>.png``: one panel per data set and network, one line per strategy, the
-  mean over seeds with a ± std band.
+  mean over seeds with a ± std band;
+- with ``--baseline <strategy>``, ``comparisons.csv`` and a section of ``table.md``: each
+  strategy's final metric against the baseline's (difference of means, 95% interval, Welch's
+  p; :mod:`skipln.analysis.comparison`).
 
 A run counts only if it finished, was tested and did not diverge (no NaN or infinite loss):
 failed, interrupted, untested and diverged runs are counted in each cell and listed under the
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
+from skipln.analysis.comparison import against_baseline, comparison_markdown
 from skipln.errors import SkipLNError
 from skipln.sweep import (
     AXIS_TAG_PREFIX,
@@ -394,6 +398,7 @@ class Report:
     table: pd.DataFrame
     curve_keys: tuple[str, ...] = ()
     figures: dict[str, Figure] = field(default_factory=dict)
+    comparisons: pd.DataFrame | None = None
 
     def markdown(self, title: str) -> str:
         lines = [
@@ -404,6 +409,14 @@ class Report:
             "Mean ± sample standard deviation over seeds; n: the runs averaged. Only runs that finished, "
             "were tested and did not diverge count; the others are counted in their cell and listed below.",
         ]
+        if self.comparisons is not None and len(self.comparisons):
+            baseline = self.comparisons["baseline"].iloc[0]
+            lines += [
+                "", f"## Against {baseline}", "", comparison_markdown(self.comparisons), "",
+                f"Δ: the strategy's mean minus {baseline}'s, of the final metric over the same runs as above; its 95% "
+                "interval and two-sided p from Welch's t-test (unequal variances). With a few seeds the interval is "
+                "wide; no correction is made for comparing several strategies at once.",
+            ]
         problems = problem_runs(self.runs)
         if len(problems):
             lines += ["", "## Runs left out", "", markdown(problems.set_index(["net", "strategy"]))]
@@ -416,6 +429,7 @@ def build_report(
     metric: str | None = None,
     best: Objective | None = None,
     curve_keys: Sequence[str] | None = None,
+    baseline: str | None = None,
 ) -> Report:
     """Everything :func:`write_report` writes, in memory (the notebook shows it as it is)."""
     frame = run_frame(client, runs, metric, best)
@@ -425,7 +439,8 @@ def build_report(
         for task in dict.fromkeys(frame["task"]):
             keys += PROFILES[task].curves if task in PROFILES else []
         curve_keys = list(dict.fromkeys(keys))
-    report = Report(frame, summary, paper_table(summary), tuple(curve_keys))
+    comparisons = against_baseline(frame, baseline) if baseline is not None else None
+    report = Report(frame, summary, paper_table(summary), tuple(curve_keys), comparisons=comparisons)
     for key in report.curve_keys:
         points = curves(client, frame, key)
         if len(points):
@@ -440,6 +455,9 @@ def write_report(report: Report, out: Path, title: str) -> list[Path]:
     written[0].write_text(report.markdown(title))
     report.summary.to_csv(written[1], index=False)
     report.runs.to_csv(written[2], index=False)
+    if report.comparisons is not None:
+        written.append(out / "comparisons.csv")
+        report.comparisons.to_csv(written[-1], index=False)
     for key, figure in report.figures.items():
         path = out / f"curves-{key.replace('/', '_')}.png"
         figure.savefig(path, dpi=90)
@@ -457,6 +475,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", help="the final metric (default by task: test/acc, test/bleu)")
     parser.add_argument("--best", type=str, help="best value during training, <metric>:max|min (default by task: val/acc:max, val/loss:min)")
     parser.add_argument("--curves", nargs="*", help="metrics to plot against steps (default by task: val/acc or val/loss, and train/loss_epoch)")
+    parser.add_argument("--baseline", help="compare every strategy's final metric with this one's (e.g. post_ln): Δ, 95%% interval, Welch's p")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/<sweep>[+<sweep>…])")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: configs/defaults.yaml's)")
     parser.add_argument("--experiment", help="MLflow experiment (default: configs/defaults.yaml's)")
@@ -477,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         client = mlflow.MlflowClient(store.tracking_uri)
         best = Objective.parse(args.best) if args.best else None
-        report = build_report(client, load_runs(client, store.experiment, args.sweeps), args.metric, best, args.curves)
+        runs = load_runs(client, store.experiment, args.sweeps)
+        report = build_report(client, runs, args.metric, best, args.curves, baseline=args.baseline)
         title = " + ".join(args.sweeps)
         out = args.out or Path("reports") / "+".join(args.sweeps)
         paths = write_report(report, out, title)
