@@ -240,6 +240,15 @@ def test_rows_keep_the_grid_order_of_cells_even_when_runs_were_redone_later(stor
     assert list(summarize(store.report().runs)["strategy"]) == ["b", "a", "c"]
 
 
+def test_two_sweeps_with_the_same_cells_keep_apart_in_one_report(store: Store) -> None:
+    # E.g. a grid run again with BN in place of LN under another name: same cells, same tags.
+    store.run("post_ln", 0, classified(0.90), sweep="ln")
+    store.run("post_ln", 0, classified(0.80), sweep="bn")
+    table = store.report("ln", "bn").table
+    assert list(table.index.get_level_values("strategy")) == ["post_ln [ln: skip=post_ln]", "post_ln [bn: skip=post_ln]"]
+    assert list(table["digits test/acc"]) == ["0.9000 (n=1)", "0.8000 (n=1)"]
+
+
 def test_the_command_writes_markdown_csv_and_curves(store: Store, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
     for seed, acc in enumerate([0.9, 0.8]):

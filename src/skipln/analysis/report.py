@@ -250,11 +250,16 @@ DESCRIPTION = ["net", "strategy", "data", "task"]
 
 def label_strategies(runs: pd.DataFrame) -> pd.DataFrame:
     """Add the column ``strategy``: the run's ``skip``, or ``skip [cell]`` where the skip connection
-    alone does not tell the table's rows apart (a grid with another axis, e.g. learning rates)."""
+    alone does not tell the table's rows apart (a grid with another axis, e.g. learning rates), or
+    ``skip [sweep: cell]`` where neither does (two sweeps with the same cells, reported together)."""
     runs = runs.copy()
-    cells = runs.drop_duplicates(["sweep", "cell", "metric"])
-    ambiguous = cells.duplicated(["net", "skip", "data", "metric"], keep=False).any()
-    runs["strategy"] = runs["skip"] + (" [" + runs["cell"].fillna("?") + "]" if ambiguous else "")
+    cell = runs["cell"].fillna("?")
+    candidates = [runs["skip"], runs["skip"] + " [" + cell + "]", runs["skip"] + " [" + runs["sweep"].fillna("?") + ": " + cell + "]"]
+    for labels in candidates:
+        runs["strategy"] = labels
+        cells = runs.drop_duplicates(["sweep", "cell", "metric"])
+        if not cells.duplicated(["net", "strategy", "data", "metric"], keep=False).any():
+            break
     return runs
 
 
