@@ -4,6 +4,7 @@ Run ``python -m benchmarks.run --size small --out results/benchmarks/`` (see
 docs/performance.md). One module per job:
 
 * :mod:`benchmarks.sizes` — the size presets (``tiny`` for tests, ``small`` by default, ``paper``);
+* :mod:`benchmarks.settings` — device, precision and ``torch.compile``, the same for both sides of a row;
 * :mod:`benchmarks.references` — the reference models, written the way a researcher would;
 * :mod:`benchmarks.workloads` — every measured unit of work (a training step, a beam search),
   by name, for ours and for the references;
