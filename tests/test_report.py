@@ -226,6 +226,17 @@ def test_curves_are_the_mean_over_seeds_with_a_std_band(store: Store) -> None:
     assert axes.get_title() == "digits · resnet20"
 
 
+def test_a_curve_far_above_the_others_puts_the_panel_on_a_log_scale(store: Store) -> None:
+    # A run that blew up but stayed finite (xSkip λ 2's loss in the hundreds) next to losses near 1.
+    store.run("post_ln", 0, {**classified(0.9), "val/loss": [4.0, 3.0]})
+    store.run("xskip-2", 0, {**classified(0.1), "val/loss": [600.0, 45.0]})
+    runs = run_frame(store.client, load_runs(store.client, EXPERIMENT, ["demo"]))
+    (axes,) = [ax for ax in plot_curves(runs, curves(store.client, runs, "val/loss"), "val/loss").axes if ax.get_visible()]
+    assert axes.get_yscale() == "log"
+    (axes,) = [ax for ax in plot_curves(runs, curves(store.client, runs, "val/acc"), "val/acc").axes if ax.get_visible()]
+    assert axes.get_yscale() == "linear"
+
+
 def test_format_shows_four_significant_digits_and_the_std_to_the_same_decimals() -> None:
     assert format_mean_std(0.91234, 0.0021, 3) == "0.9123 ± 0.0021 (n=3)"
     assert format_mean_std(34.567, 0.4, 3) == "34.57 ± 0.40 (n=3)"

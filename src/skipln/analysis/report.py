@@ -359,7 +359,10 @@ def curves(client: MlflowClient, runs: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def plot_curves(runs: pd.DataFrame, points: pd.DataFrame, key: str) -> Figure:
-    """One panel per (data set, network); per strategy the mean over seeds and a ± std band."""
+    """One panel per (data set, network); per strategy the mean over seeds and a ± std band.
+
+    A panel whose values span more than two orders of magnitude has a logarithmic y axis.
+    """
     from matplotlib.figure import Figure
 
     data = points.merge(runs[["run_id", "net", "strategy", "data"]], on="run_id")
@@ -380,6 +383,10 @@ def plot_curves(runs: pd.DataFrame, points: pd.DataFrame, key: str) -> Figure:
             marker = "o" if len(mean) <= 30 else None  # a few validations: show where the points are
             ax.plot(mean.index, mean.to_numpy(), color=color, marker=marker, markersize=3, linewidth=1.4, label=f"{skip} (n={lines.shape[1]})")
             ax.fill_between(mean.index, (mean - std).to_numpy(), (mean + std).to_numpy(), color=color, alpha=0.2, linewidth=0)
+        values = panel["value"]
+        if len(values) and (values > 0).all() and values.max() > 100 * values.min():
+            # One strategy far above the others (a run that blew up but stayed finite) would flatten them.
+            ax.set_yscale("log")
         ax.set_title(f"{data_name} · {net}", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(key)
