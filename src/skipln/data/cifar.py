@@ -16,11 +16,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from skipln.data.image_loaders import evaluation_loader, training_loader
+from skipln.data.image_loaders import ImageLoaders
 from skipln.errors import ConfigError, DataError
 
 
@@ -43,7 +43,7 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
-class CIFARDataModule(LightningDataModule):
+class CIFARDataModule(ImageLoaders, LightningDataModule):
     """Shared logic of the CIFAR data modules; subclasses say which data set and its statistics.
 
     The 50,000 training images are split once, by ``seed``, into ``50,000 − val_size`` for
@@ -168,33 +168,12 @@ class CIFARDataModule(LightningDataModule):
                 f"files with a fresh copy, or delete the folder and set `download: true` (data.init_args.download)."
             ) from error
 
-    def _require(self, dataset: Dataset | None) -> Dataset:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
-        return dataset
-
-    def _on_gpu(self) -> bool:
+    def pin_memory(self) -> bool:
+        """Pin batches in memory when training on a GPU."""
         trainer = self.trainer
         if trainer is not None:
             return isinstance(trainer.accelerator, CUDAAccelerator)
         return torch.cuda.is_available()
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._require(self.train_set)
-        return training_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self._on_gpu())
-
-    def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
-        dataset = self._require(dataset)
-        return evaluation_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self._on_gpu())
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
 
 
 class CIFAR10DataModule(CIFARDataModule):

@@ -16,10 +16,10 @@ from lightning.pytorch import LightningDataModule
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from skipln.data.image_loaders import evaluation_loader, training_loader
+from skipln.data.image_loaders import ImageLoaders
 from skipln.errors import ConfigError
 
 #: The data set's grey levels run from 0 to 16.
@@ -41,7 +41,7 @@ class ImageTensors(Dataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
-class DigitsDataModule(LightningDataModule):
+class DigitsDataModule(ImageLoaders, LightningDataModule):
     """scikit-learn's 8×8 digits, split train/validation/test, stratified by class.
 
     Pixels are scaled to [0, 1], then normalized with the training split's mean and std.
@@ -125,28 +125,6 @@ class DigitsDataModule(LightningDataModule):
             rest, test_size=self.val_fraction / (1.0 - self.test_fraction), stratify=y[rest], random_state=self.seed
         )
         return torch.from_numpy(train), torch.from_numpy(val), torch.from_numpy(test)
-
-    def _require(self, dataset: Dataset | None) -> Dataset:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
-        return dataset
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._require(self.train_set)
-        return training_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=False)
-
-    def _eval_loader(self, dataset: Dataset | None) -> DataLoader:
-        dataset = self._require(dataset)
-        return evaluation_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=False)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
 
 
 __all__ = ["DigitsDataModule", "ImageTensors"]

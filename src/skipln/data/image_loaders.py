@@ -1,4 +1,8 @@
-"""The data loaders of the image data modules (CIFAR, digits): resumable training, unpadded evaluation."""
+"""The data loaders of the image data modules (CIFAR, digits): resumable training, unpadded evaluation.
+
+:class:`ImageLoaders` gives a data module its four ``*_dataloader`` methods from its
+``train_set``, ``val_set``, ``test_set``, ``batch_size`` and ``num_workers``.
+"""
 
 from __future__ import annotations
 
@@ -32,4 +36,43 @@ def evaluation_loader(dataset: Dataset, *, batch_size: int, num_workers: int, pi
     )
 
 
-__all__ = ["evaluation_loader", "training_loader"]
+class ImageLoaders:
+    """The ``*_dataloader`` methods of an image data module (a mixin before ``LightningDataModule``).
+
+    Training: :func:`training_loader`; validation, test and predict (the test split):
+    :func:`evaluation_loader`. Memory is pinned where :meth:`pin_memory` says (never, unless
+    overridden).
+    """
+
+    train_set: Dataset | None
+    val_set: Dataset | None
+    test_set: Dataset | None
+    batch_size: int
+    num_workers: int
+
+    def pin_memory(self) -> bool:
+        return False
+
+    def _require(self, dataset: Dataset | None) -> Dataset:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a data loader")
+        return dataset
+
+    def _evaluation(self, dataset: Dataset | None) -> DataLoader:
+        return evaluation_loader(self._require(dataset), batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory())
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._require(self.train_set)
+        return training_loader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._evaluation(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._evaluation(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._evaluation(self.test_set)
+
+
+__all__ = ["ImageLoaders", "evaluation_loader", "training_loader"]

@@ -34,8 +34,9 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
+
+from skipln.data.sharding import process_world
 
 
 def run_seed() -> int:
@@ -67,11 +68,7 @@ class EpochSampler(DistributedSampler):
         rank: int | None = None,
         drop_last: bool = False,
     ) -> None:
-        distributed = dist.is_available() and dist.is_initialized()
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if distributed else 1
-        if rank is None:
-            rank = dist.get_rank() if distributed else 0
+        num_replicas, rank = process_world(num_replicas, rank)
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)  # type: ignore[arg-type]
         self._skip = 0
 

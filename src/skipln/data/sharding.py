@@ -19,6 +19,16 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 
+def process_world(num_replicas: int | None = None, rank: int | None = None) -> tuple[int, int]:
+    """``(num_replicas, rank)``: the ones given, else torch.distributed's when it is initialised, else one process."""
+    distributed = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if distributed else 1
+    if rank is None:
+        rank = dist.get_rank() if distributed else 0
+    return num_replicas, rank
+
+
 class UnpaddedShardSampler(DistributedSampler):
     """This process's share of a data set, in order, without padding or shuffling.
 
@@ -27,11 +37,7 @@ class UnpaddedShardSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None) -> None:
-        distributed = dist.is_available() and dist.is_initialized()
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if distributed else 1
-        if rank is None:
-            rank = dist.get_rank() if distributed else 0
+        num_replicas, rank = process_world(num_replicas, rank)
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
         self.num_samples = math.ceil(max(len(dataset) - rank, 0) / num_replicas)
         self.total_size = len(dataset)
@@ -43,4 +49,4 @@ class UnpaddedShardSampler(DistributedSampler):
         return self.num_samples
 
 
-__all__ = ["UnpaddedShardSampler"]
+__all__ = ["UnpaddedShardSampler", "process_world"]
