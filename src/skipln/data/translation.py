@@ -73,6 +73,13 @@ class TranslationDataError(DataError):
     """A translation data set is missing, incomplete or malformed (the message says how to fix it)."""
 
 
+def _empty_split(src_path: Path, tgt_path: Path, split: str) -> TranslationDataError:
+    return TranslationDataError(
+        f"'{src_path}' and '{tgt_path}' are empty: the {split} split needs sentence pairs; fill them (one sentence "
+        "per line, line i of one translating line i of the other) or point data_dir at a prepared corpus"
+    )
+
+
 def embedded_corpus_dir() -> Path:
     """The folder of the embedded English–German corpus inside the installed package."""
     folder = resources.files("skipln") / "resources" / "gettext_en_de"
@@ -370,14 +377,14 @@ class TranslationDataModule(LightningDataModule):
             sources += src_chunk
             targets += tgt_chunk
         if not sources:
-            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the {split} split needs sentence pairs; fill them (one sentence per line, line i of one translating line i of the other) or point data_dir at a prepared corpus")
+            raise _empty_split(src_path, tgt_path, split)
         return sources, targets
 
     def _check_pairs(self, split: str) -> None:
         """Read a split once to report what is wrong with it (counts, encoding, emptiness) before any work."""
         src_path, tgt_path = self.files(split)
         if not any(True for _ in iter_pairs(src_path, tgt_path, _CHUNK)):
-            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the {split} split needs sentence pairs; fill them (one sentence per line, line i of one translating line i of the other) or point data_dir at a prepared corpus")
+            raise _empty_split(src_path, tgt_path, split)
 
     def _read_predict(self) -> list[str]:
         if self.predict_file is None:
@@ -475,7 +482,7 @@ class TranslationDataModule(LightningDataModule):
             ids.extend(total + i for i in keep)
             total += len(src_chunk)
         if total == 0:
-            raise TranslationDataError(f"'{src_path}' and '{tgt_path}' are empty: the train split needs sentence pairs; fill them (one sentence per line, line i of one translating line i of the other) or point data_dir at a prepared corpus")
+            raise _empty_split(src_path, tgt_path, "train")
         if not ids:
             raise TranslationDataError(
                 f"every training pair of '{src_path}' / '{tgt_path}' was dropped ({too_long} longer than "
