@@ -16,6 +16,7 @@ from skipln.errors import ConfigError
 from skipln.optim import Schedule
 from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
+from skipln.tasks.compiling import check_compile, compile_once
 
 Batch = tuple[Tensor, Tensor]
 
@@ -61,8 +62,6 @@ class ClassificationTask(LightningModule):
     ) -> None:
         super().__init__()
         top_k = _validate(net, num_classes, top_k, label_smoothing)
-        if not isinstance(compile, bool):
-            raise ConfigError(f"ClassificationTask: 'compile' must be true or false, got {compile!r}")
         # The CLI logs the resolved config itself (logger=False). The network's weights are in the
         # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
         # optimizer lambda in the hparams would be duplicated or fail to pickle.
@@ -74,7 +73,7 @@ class ClassificationTask(LightningModule):
         self.top_k = top_k
         self.label_smoothing = label_smoothing
         # Not `self.compile`: that would hide LightningModule.compile (nn.Module's) on the instance.
-        self.compile_net = compile
+        self.compile_net = check_compile("ClassificationTask", compile)
 
         def metrics(stage: str) -> MetricCollection:
             return MetricCollection(
@@ -95,10 +94,9 @@ class ClassificationTask(LightningModule):
         self._profile_pending = False
 
     def configure_model(self) -> None:
-        """Compile the network once when ``compile`` is set (Lightning calls this hook before every stage)."""
-        # nn.Module.compile stores the compiled forward in `_compiled_call_impl`: compile once per task.
-        if self.compile_net and getattr(self.net, "_compiled_call_impl", None) is None:
-            self.net.compile()
+        """Compile the network (once) when ``compile`` is set."""
+        if self.compile_net:
+            compile_once(self.net)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -29,6 +29,7 @@ from skipln.metrics import CorpusBLEU
 from skipln.optim import Schedule
 from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
+from skipln.tasks.compiling import check_compile, compile_once
 
 Batch = dict[str, Any]
 
@@ -103,8 +104,6 @@ class TranslationTask(LightningModule):
     ) -> None:
         super().__init__()
         _validate(net, label_smoothing, beam_size, lenpen, max_len_a, max_len_b, min_len)
-        if not isinstance(compile, bool):
-            raise ConfigError(f"TranslationTask: 'compile' must be true or false, got {compile!r}")
         # The CLI logs the resolved config itself (logger=False). The network's weights are in the
         # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
         # optimizer lambda in the hparams would be duplicated or fail to pickle. Decoding options
@@ -122,7 +121,7 @@ class TranslationTask(LightningModule):
         self.min_len = min_len
         self.bleu_on_validation = bleu_on_validation
         # Not `self.compile`: that would hide LightningModule.compile (nn.Module's) on the instance.
-        self.compile_net = compile
+        self.compile_net = check_compile("TranslationTask", compile)
 
         self.train_loss, self.train_nll = MeanMetric(), MeanMetric()
         self.val_loss, self.val_nll = MeanMetric(), MeanMetric()
@@ -164,10 +163,9 @@ class TranslationTask(LightningModule):
         return SpecialTokens(bos=tokenizer.bos_id, eos=tokenizer.eos_id, pad=tokenizer.pad_id)
 
     def configure_model(self) -> None:
-        """Compile the network once when ``compile`` is set (Lightning calls this hook before every stage)."""
-        # nn.Module.compile stores the compiled forward in `_compiled_call_impl`: compile once per task.
-        if self.compile_net and getattr(self.net, "_compiled_call_impl", None) is None:
-            self.net.compile()
+        """Compile the network (once) when ``compile`` is set."""
+        if self.compile_net:
+            compile_once(self.net)
 
     def setup(self, stage: str) -> None:
         """Check that the data module's tokenizer fits the network."""
