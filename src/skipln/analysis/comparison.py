@@ -38,16 +38,11 @@ def welch(values: Sequence[float], baseline: Sequence[float], confidence: float 
     if not a or not b:
         return math.nan, math.nan, math.nan, math.nan
     difference = sum(a) / len(a) - sum(b) / len(b)
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < 2 or len(b) < 2 or stats.tvar(a) + stats.tvar(b) == 0:
         return difference, math.nan, math.nan, math.nan
-    var_a, var_b = stats.tvar(a), stats.tvar(b)
-    se2 = var_a / len(a) + var_b / len(b)
-    if se2 == 0:
-        return difference, math.nan, math.nan, math.nan
-    df = se2**2 / ((var_a / len(a)) ** 2 / (len(a) - 1) + (var_b / len(b)) ** 2 / (len(b) - 1))
-    half = stats.t.ppf(0.5 + confidence / 2, df) * math.sqrt(se2)
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return difference, difference - half, difference + half, p
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(confidence)
+    return difference, float(interval.low), float(interval.high), float(test.pvalue)
 
 
 def against_baseline(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
