@@ -208,8 +208,9 @@ def test_evaluation_shards_cover_every_example_exactly_once_without_padding(size
     assert [len(UnpaddedShardSampler(range(size), num_replicas=2, rank=rank)) for rank in (0, 1)] == [len(s) for s in shards]
 
 
-def test_the_evaluation_loaders_keep_their_sampler_under_lightning(digits: DigitsDataModule) -> None:
-    # A DistributedSampler already: Lightning does not put its padding one in its place.
+def test_the_evaluation_loaders_use_the_unpadded_shard_sampler(digits: DigitsDataModule) -> None:
+    # A DistributedSampler already, so Lightning does not put its padding one in its place
+    # (tests/test_ddp.py shows that under two processes).
     assert isinstance(digits.val_dataloader().sampler, UnpaddedShardSampler)
     assert isinstance(digits.test_dataloader().sampler, UnpaddedShardSampler)
     assert list(digits.val_dataloader().sampler) == list(range(len(digits.val_set)))
