@@ -6,7 +6,9 @@ they live in an importable module (not in a test file, not in the entry script).
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -65,16 +67,25 @@ class Linear(nn.Module):
 class TinyClassifier(LightningModule):
     """Logs what :class:`skipln.tasks.classification.ClassificationTask` logs, in a fraction of a second.
 
+    Logs ``start_step`` (the global step a fit starts from: 0, or the step it resumed at).
+
     Args:
         lr: SGD learning rate.
         explode_at_step: raise in this training step (a crashing run), if given.
+        nan_at_step: return a NaN loss from this step on (a diverging run), if given.
+        die_at_step: SIGKILL the process in this step (a killed run), once: only while the file
+            ``die_marker`` does not exist, which it then creates.
     """
 
-    def __init__(self, lr: float = 0.5, explode_at_step: int | None = None) -> None:
+    def __init__(self, lr: float = 0.5, explode_at_step: int | None = None, nan_at_step: int | None = None,
+                 die_at_step: int | None = None, die_marker: str | None = None) -> None:  # fmt: skip
         super().__init__()
         self.net = Linear()
         self.lr = lr
         self.explode_at_step = explode_at_step
+        self.nan_at_step = nan_at_step
+        self.die_at_step = die_at_step
+        self.die_marker = die_marker
         self.val_acc = BinaryAccuracy()
         self.test_acc = BinaryAccuracy()
         self.val_acc_best = MaxMetric()
@@ -84,10 +95,21 @@ class TinyClassifier(LightningModule):
         logits = self.net(x)
         return F.binary_cross_entropy_with_logits(logits, y.float()), logits, y
 
+    def on_train_start(self) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics({"start_step": float(self.global_step)}, step=self.global_step)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         if self.explode_at_step is not None and self.global_step >= self.explode_at_step:
             raise RuntimeError("TinyClassifier: exploded on purpose")
+        if self.die_at_step is not None and self.global_step >= self.die_at_step and self.die_marker is not None:
+            marker = Path(self.die_marker)
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
         loss, _, _ = self._loss(batch)
+        if self.nan_at_step is not None and self.global_step >= self.nan_at_step:
+            loss = loss * float("nan")
         self.log("train/loss", loss, on_step=True, on_epoch=True)
         return loss
 

@@ -128,6 +128,7 @@ def test_a_run_stopped_by_the_divergence_guard_is_diverged_not_failed(store: Sto
     store.run("xskip-2", 0, classified(0.90))
     stopped = store.run("xskip-2", 1, {"val/acc": [0.1]}, status="FAILED")
     store.client.set_tag(stopped, "failure_reason", "training diverged: the loss is nan at step 24 (epoch 1) of …")
+    store.client.set_tag(stopped, "failure", "diverged")
     xskip = row(store.report().summary, "xskip-2")
     assert (xskip["value_n"], xskip["diverged"], xskip["failed"]) == (1, 1, 0)
     store.client.set_terminated(stopped, "FINISHED")  # a later attempt finished: the tag is history
@@ -297,3 +298,22 @@ def test_a_baseline_that_is_not_a_strategy_of_the_sweep_is_a_clear_error(store: 
 def test_the_command_without_a_store_says_so(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--tracking-uri", "sqlite:///mlruns/mlflow.db", "--experiment", "skipln"]) == 2
     assert "no MLflow store at sqlite:///" in capsys.readouterr().err
+
+
+def test_the_report_says_which_value_each_strategys_search_picked(store: Store) -> None:
+    for skip, lr in (("post_ln", "0.00316"), ("rskip_ln-r2", "0.01")):
+        for seed in range(2):
+            run_id = store.run(skip, seed, classified(0.9 + seed / 100))
+            store.client.set_tag(run_id, "sweep.lr", lr)
+            store.client.set_tag(run_id, "sweep_value.lr", lr)
+    text = store.report().markdown("demo")
+    assert "## Values found by the search" in text
+    assert "| resnet20 | post_ln | digits | lr=0.00316 |" in text and "| resnet20 | rskip_ln-r2 | digits | lr=0.01 |" in text
+
+
+def test_search_trials_and_searches_are_not_results(store: Store) -> None:
+    store.run("post_ln", 0, classified(0.9))
+    trial = store.run("post_ln", 1, classified(0.1))
+    store.client.set_tag(trial, "sweep_stage", "trial")
+    summary = store.report().summary
+    assert row(summary, "post_ln")["value_n"] == 1

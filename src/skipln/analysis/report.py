@@ -37,20 +37,9 @@ import pandas as pd
 
 from skipln.analysis.comparison import against_baseline, comparison_markdown
 from skipln.errors import SkipLNError
-from skipln.sweep import (
-    AXIS_TAG_PREFIX,
-    CELL_INDEX_TAG,
-    CELL_TAG,
-    DIVERGED_REASON,
-    FAILURE_REASON_TAG,
-    SEED_TAG,
-    SWEEP_NAME,
-    SWEEP_TAG,
-    defaults_file,
-    read_store,
-    store_exists,
-    sweep_runs,
-)
+from skipln.sweep.grid import SWEEP_NAME
+from skipln.sweep.records import AXIS_TAG_PREFIX, CELL_INDEX_TAG, CELL_TAG, SEED_TAG, SWEEP_TAG, VALUE_TAG_PREFIX, diverged, sweep_runs
+from skipln.sweep.store import defaults_file, read_store, store_exists
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -163,7 +152,7 @@ def outcome(run: Run, metric: str) -> Outcome:
     status = run.info.status
     if status in ("FAILED", "KILLED"):
         # Stopped by the DivergenceGuard at a NaN/infinite loss, or crashed.
-        return "diverged" if run.data.tags.get(FAILURE_REASON_TAG, "").startswith(DIVERGED_REASON) else "failed"
+        return "diverged" if diverged(run) else "failed"
     if status != "FINISHED":
         return "running"
     latest = run.data.metrics
@@ -223,6 +212,7 @@ def run_frame(
                 "value": run.data.metrics.get(run_metric),
                 "best_metric": str(run_best) if run_best else None,
                 "best": best_value,
+                "tuned": tuned_values(run),
             }
         )
     if unknown:
@@ -235,6 +225,13 @@ def run_frame(
         # The grid's order of cells (runs oldest first where it is not recorded); stable, so sweeps keep their order.
         frame = frame.sort_values("cell_index", kind="stable", na_position="last").reset_index(drop=True)
     return label_strategies(frame)
+
+
+def tuned_values(run: Run) -> str:
+    """The values a sweep's search picked for this run's cell, e.g. ``lr=0.00316`` ('' if none was searched)."""
+    tags = run.data.tags
+    axes = [key.removeprefix(VALUE_TAG_PREFIX) for key in tags if key.startswith(VALUE_TAG_PREFIX)]
+    return ", ".join(f"{axis}={tags.get(AXIS_TAG_PREFIX + axis, '?')}" for axis in sorted(axes))
 
 
 def _int(text: str | None) -> float:
@@ -427,8 +424,15 @@ class Report:
                 "", f"## Against {baseline}", "", comparison_markdown(self.comparisons), "",
                 f"Δ: the strategy's mean minus {baseline}'s, of the final metric over the same runs as above; its 95% "
                 "interval and two-sided p from Welch's t-test (unequal variances). With a few seeds the interval is "
-                "wide; no correction is made for comparing several strategies at once.",
+                "wide. BH-adjusted p: Benjamini–Hochberg over the strategies compared on one network and data set "
+                "(scipy.stats.false_discovery_control); Hedges' g: Δ over the pooled standard deviation, "
+                "small-sample corrected.",
             ]
+        tuned = self.runs[self.runs["tuned"].fillna("") != ""] if "tuned" in self.runs else self.runs.iloc[:0]
+        if len(tuned):
+            values = tuned.drop_duplicates(["net", "strategy", "data"])[["net", "strategy", "data", "tuned"]]
+            lines += ["", "## Values found by the search", "", markdown(values.set_index(["net", "strategy", "data"])), "",
+                      "Each cell's search-space axes were tuned by the sweep (Optuna with ASHA) before its seeds ran at these values."]  # fmt: skip
         problems = problem_runs(self.runs)
         if len(problems):
             lines += ["", "## Runs left out", "", markdown(problems.set_index(["net", "strategy"]))]

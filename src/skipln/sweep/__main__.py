@@ -1,0 +1,5 @@
+import sys
+
+from skipln.sweep.cli import main
+
+sys.exit(main())

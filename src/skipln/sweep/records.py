@@ -1,0 +1,146 @@
+"""A sweep's bookkeeping in MLflow: the tags on its runs, and what to do with each run.
+
+MLflow is the sweep's memory: each (cell, seed) is one run whose ``sweep_state`` tag says how
+far it got (``fitting`` → ``fitted`` → ``tested``, or ``diverged``), so the same command run
+again knows what is left. A search adds one ``search`` run per cell (its best values, once
+``searched``) with a nested ``trial`` run per value tried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from skipln.run_tags import DIVERGED as DIVERGED_FAILURE
+from skipln.run_tags import FAILURE_TAG
+from skipln.sweep.store import search_all
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+SWEEP_TAG = "sweep"
+CELL_TAG = "sweep_cell"
+#: The cell's position in the grid: reports list strategies in the grid file's order.
+CELL_INDEX_TAG = "sweep_cell_index"
+SEED_TAG = "seed"
+#: ``sweep.<axis>``: the cell's label on each axis, and the value a searched axis was run at.
+AXIS_TAG_PREFIX = "sweep."
+STATE_TAG = "sweep_state"
+FITTING, FITTED, TESTED, DIVERGED, SEARCHED, PRUNED = "fitting", "fitted", "tested", "diverged", "searched", "pruned"
+#: What a run is to the sweep: one of its results, a cell's search, or one trial of a search.
+STAGE_TAG = "sweep_stage"
+RESULT, SEARCH, TRIAL = "result", "search", "trial"
+#: The Ray Tune trial a ``trial`` run belongs to (a restored search finds its runs again).
+TRIAL_TAG = "sweep_trial"
+#: Hash of the run's arguments: a grid or command line that changed is noticed.
+FINGERPRINT_TAG = "sweep_fingerprint"
+ARGS_TAG = "sweep_args"
+#: Hash of the contents of the config files the run read (a warning, not an error, if it changed).
+CONFIG_HASH_TAG = "sweep_config_hash"
+ATTEMPTS_TAG = "sweep_attempts"
+FIT_EXIT_TAG = "sweep_fit_exit"
+TEST_EXIT_TAG = "sweep_test_exit"
+#: MLflow's limit on a tag's value is 8000 characters.
+MAX_TAG = 5000
+
+
+def sweep_runs(client: MlflowClient, experiment_id: str, sweep: str, stage: str = RESULT) -> list[Run]:
+    """The sweep's runs of one ``stage``, oldest first (runs made before stages were tagged are results)."""
+    runs = search_all(client, experiment_id, f"tags.{SWEEP_TAG} = '{sweep}'")
+    return [run for run in runs if run.data.tags.get(STAGE_TAG, RESULT) == stage]
+
+
+def diverged(run: Run) -> bool:
+    """Whether the run was stopped by the DivergenceGuard (a result, not an accident)."""
+    return run.data.tags.get(FAILURE_TAG) == DIVERGED_FAILURE or run.data.tags.get(STATE_TAG) == DIVERGED
+
+
+class Action(str, Enum):
+    NEW = "new"  # no run yet: create it, fit, test
+    RESUME = "resume"  # interrupted or failed, has last.ckpt: fit from it, test
+    RESTART = "restart"  # interrupted or failed without a checkpoint: fit from scratch into the same run, test
+    TEST = "test"  # fitted but not (successfully) tested
+    SKIP = "skip"  # fitted and tested, or diverged
+
+    @property
+    def fits(self) -> bool:
+        return self in (Action.NEW, Action.RESUME, Action.RESTART)
+
+
+def decide(run: Run | None, *, has_last_checkpoint: bool, retry_diverged: bool = False) -> Action:
+    """What a sweep does with the run of one (cell, seed), from its status and the sweep's tags.
+
+    A run that diverged is a result, not an accident: it is kept as it is unless
+    ``retry_diverged`` — retrying the same seed would diverge again.
+    """
+    if run is None:
+        return Action.NEW
+    state = run.data.tags.get(STATE_TAG)
+    if state == TESTED and run.info.status == "FINISHED":
+        return Action.SKIP
+    if state == DIVERGED and not retry_diverged:
+        return Action.SKIP
+    if state in (FITTED, TESTED):
+        return Action.TEST
+    return Action.RESUME if has_last_checkpoint else Action.RESTART
+
+
+def fingerprint(items: Sequence[str]) -> str:
+    """A short hash of a run's arguments (without the sweep's own: seed, run id, checkpoint)."""
+    return hashlib.sha256(json.dumps(list(items)).encode()).hexdigest()[:16]
+
+
+def config_hash(items: Sequence[str], root: Path, defaults: Path | None) -> str:
+    """A short hash of the parsed contents of the config files a run reads (comments do not count)."""
+    files = ([defaults] if defaults is not None and defaults.is_file() else []) + [
+        root / item for item in items if not item.startswith("--")
+    ]
+    contents = []
+    for file in files:
+        try:
+            contents.append(yaml.safe_load(file.read_text()))
+        except (OSError, yaml.YAMLError):
+            contents.append(None)
+    return hashlib.sha256(json.dumps(contents, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def checkpoint_to_test(checkpoints: Path, root: Path) -> Path | None:
+    """The best checkpoint the run's ModelCheckpoint recorded in ``last.ckpt``; else ``last.ckpt``; else None."""
+    last = checkpoints / "last.ckpt"
+    if not last.is_file():
+        return None
+    import torch  # only here: reading a checkpoint's callback state is the sweep's one use of torch
+
+    try:
+        state = torch.load(last, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # an unreadable last.ckpt: `test` on it reports what is wrong with it
+        return last
+    callbacks = state.get("callbacks") if isinstance(state, dict) else None
+    for callback in (callbacks or {}).values():
+        best = callback.get("best_model_path") if isinstance(callback, dict) else None
+        if best:
+            # Lightning records it as the child saw it: relative to the child's working directory.
+            path = Path(best) if Path(best).is_absolute() else root / best
+            if path.is_file():
+                return path
+    return last
+
+
+#: ``sweep_value.<axis>``: the exact value a searched axis was run at (the ``sweep.<axis>`` tag rounds it).
+VALUE_TAG_PREFIX = "sweep_value."
+
+
+def encode(value: object) -> str:
+    """A searched value as a tag (JSON keeps ``0.001`` and ``3`` apart from ``"3"``)."""
+    return json.dumps(value)
+
+
+def decode(text: str) -> object:
+    return json.loads(text)

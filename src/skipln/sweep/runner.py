@@ -1,0 +1,224 @@
+"""The sweep driver: plans every run against the MLflow store, then hands the work to Ray Tune.
+
+1. Every cell with search-space axes is searched (:mod:`skipln.sweep.search`), once: its best
+   values are kept on the cell's ``search`` run and reused by later invocations.
+2. Every (cell, seed) whose run is not yet tested becomes one Ray Tune trial
+   (:func:`skipln.sweep.trials.result_trial`), placed by the resources it asks for and retried,
+   resuming from ``last.ckpt``, when its process or node dies.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from skipln.sweep.grid import Cell, Grid, SweepError
+from skipln.sweep.launch import Launcher
+from skipln.sweep.records import (
+    ARGS_TAG,
+    AXIS_TAG_PREFIX,
+    CELL_INDEX_TAG,
+    CELL_TAG,
+    CONFIG_HASH_TAG,
+    FINGERPRINT_TAG,
+    MAX_TAG,
+    SEED_TAG,
+    STATE_TAG,
+    SWEEP_TAG,
+    VALUE_TAG_PREFIX,
+    Action,
+    config_hash,
+    decide,
+    encode,
+    fingerprint,
+    sweep_runs,
+)
+from skipln.sweep.trials import ResultRun, result_trial
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each trial asks Ray for, and how often a dead trial is tried again."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_retries: int = 2
+
+    def ray(self) -> dict[str, float]:
+        return {"cpu": self.cpus, "gpu": self.gpus}
+
+
+@dataclass
+class Planned:
+    """One (cell, seed): its run if it has one, and what this invocation does with it."""
+
+    cell: Cell
+    seed: int
+    items: tuple[str, ...]
+    run: Run | None
+    action: Action
+    run_id: str | None = None
+
+
+@dataclass
+class Sweep:
+    grid: Grid
+    launcher: Launcher
+    client: MlflowClient
+    extra: tuple[str, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    storage: Path = Path("mlruns/ray")
+    accept_changed: bool = False
+    retry_diverged: bool = False
+    verbose: int = 1
+    out: Callable[[str], None] = print
+
+    def cell_items(self, cell: Cell, values: dict[str, Any] | None = None) -> tuple[str, ...]:
+        """The config files and overrides of a cell's runs, in the order the CLI applies them."""
+        searched = tuple(axis.override(values[axis.axis]) for axis in self.grid.search_axes) if values else ()
+        return self.grid.items(cell) + searched + self.extra
+
+    # -- planning --
+
+    def plan(self, tuned: dict[str, dict[str, Any]]) -> list[Planned]:
+        """Every (cell, seed) with its run and what to do; refuses runs made with other arguments."""
+        existing = {(r.data.tags.get(CELL_TAG, ""), r.data.tags.get(SEED_TAG, "")): r
+                    for r in sweep_runs(self.client, self.launcher.experiment_id, self.grid.name)}  # fmt: skip
+        planned, changed = [], []
+        for cell, seed in self.grid.runs():
+            items = self.cell_items(cell, tuned.get(cell.key))
+            run = existing.get((cell.key, str(seed)))
+            if run is None:
+                planned.append(Planned(cell, seed, items, None, Action.NEW))
+                continue
+            if run.data.tags.get(FINGERPRINT_TAG) != fingerprint(items):
+                changed.append((cell, seed, run, items))
+            last = self.launcher.checkpoint_dir(items, run.info.run_id) / "last.ckpt"
+            action = decide(run, has_last_checkpoint=last.is_file(), retry_diverged=self.retry_diverged)
+            planned.append(Planned(cell, seed, items, run, action, run.info.run_id))
+        if changed and not self.accept_changed:
+            cell, seed, run, items = changed[0]
+            raise SweepError(
+                f"{len(changed)} run(s) of sweep '{self.grid.name}' were made with other arguments than this grid and "
+                f"command line give now, e.g. run {run.info.run_id} ({cell.key}, seed {seed}):\n"
+                f"  then: {run.data.tags.get(ARGS_TAG, '(not recorded)')}\n"
+                f"  now:  {shlex.join(items)}\n"
+                "Their results would not be comparable. Run the new grid under another name (--name <new name>), "
+                "or pass --accept-changed to keep those runs as they are."
+            )
+        edited = [p for p in planned if p.run is not None and p.run.data.tags.get(CONFIG_HASH_TAG) != self._config_hash(p.items)]
+        if edited:
+            self.out(f"warning: the config files of {len(edited)} run(s) changed since they were made "
+                     f"(e.g. run {edited[0].run_id}, {edited[0].cell.key}, seed {edited[0].seed}); the runs are kept as they are.")  # fmt: skip
+        return planned
+
+    def _config_hash(self, items: tuple[str, ...]) -> str:
+        return config_hash(items, self.launcher.root, self.launcher.defaults)
+
+    def create_run(self, item: Planned, values: dict[str, Any] | None) -> None:
+        """Make the MLflow run of a (cell, seed) with the sweep's tags; its fit and test log into it."""
+        cell = item.cell
+        tags = {
+            SWEEP_TAG: self.grid.name,
+            CELL_TAG: cell.key,
+            CELL_INDEX_TAG: str(cell.index),
+            SEED_TAG: str(item.seed),
+            **{f"{AXIS_TAG_PREFIX}{axis}": label for axis, label in cell.labels.items()},
+            FINGERPRINT_TAG: fingerprint(item.items),
+            ARGS_TAG: shlex.join(item.items)[:MAX_TAG],
+            CONFIG_HASH_TAG: self._config_hash(item.items),
+        }
+        for axis in self.grid.search_axes if values else ():
+            tags[f"{AXIS_TAG_PREFIX}{axis.axis}"] = axis.label(values[axis.axis])  # type: ignore[index]
+            tags[f"{VALUE_TAG_PREFIX}{axis.axis}"] = encode(values[axis.axis])  # type: ignore[index]
+        run = self.client.create_run(self.launcher.experiment_id, run_name=f"{cell.name}-s{item.seed}", tags=tags)
+        item.run_id = run.info.run_id
+
+    # -- running --
+
+    def run_results(self, todo: list[Planned]) -> dict[str, str]:
+        """Fit and test the planned runs as Ray Tune trials; returns an error message per run id that failed."""
+        from ray import tune
+
+        specs = [ResultRun(p.cell, p.seed, p.items, p.run_id or "") for p in todo]
+        trainable = tune.with_parameters(result_trial, launcher=self.launcher, runs=specs, retry_diverged=self.retry_diverged)
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, self.resources.ray()),
+            param_space={"run": tune.grid_search(list(range(len(specs))))},
+            tune_config=tune.TuneConfig(reuse_actors=False),
+            run_config=self.run_config(f"{self.grid.name}-results"),
+        )
+        errors = {}
+        for result in tuner.fit():
+            if result.error is not None:
+                run_id = specs[result.config["run"]].run_id
+                errors[run_id] = str(result.error).strip().splitlines()[-1][:300]
+                self._end_if_running(run_id, "FAILED")
+        return errors
+
+    def run_config(self, name: str, storage: Path | None = None) -> Any:
+        from ray import tune
+
+        return tune.RunConfig(
+            name=name,
+            storage_path=str((storage or self.storage).absolute()),
+            failure_config=tune.FailureConfig(max_failures=self.resources.max_retries),
+            verbose=self.verbose,
+        )
+
+    def _end_if_running(self, run_id: str, status: str) -> None:
+        """A trial whose process was killed leaves its run RUNNING: record how it ended."""
+        if self.client.get_run(run_id).info.status == "RUNNING":
+            self.client.set_terminated(run_id, status)
+
+
+def summary(sweep: Sweep, planned: list[Planned], errors: dict[str, str]) -> str:
+    """A table of every run of the sweep: its state in the store now, and any error of this invocation."""
+    rows = [("cell", "seed", "run", "state", "note")]
+    counts: dict[str, int] = {}
+    for item in planned:
+        run = sweep.client.get_run(item.run_id) if item.run_id else None
+        state = (run.data.tags.get(STATE_TAG) or run.info.status.lower()) if run else "not run"
+        counts[state] = counts.get(state, 0) + 1
+        rows.append((item.cell.key, str(item.seed), (item.run_id or "-")[:8], state, errors.get(item.run_id or "", "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    head = f"sweep {sweep.grid.name}: {counts.get('tested', 0)} of {len(planned)} runs tested"
+    others = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if state != "tested")
+    return "\n".join([head + (f" ({others})" if others else ""), *lines])
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None, num_gpus: int | None, sqlite_store: bool) -> Iterator[None]:
+    """Local Ray started here (or an existing cluster joined with ``address``), shut down afterwards."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():  # already set up by the caller (a notebook, the tests)
+        yield
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        if sqlite_store and len(nodes) > 1:
+            raise SweepError(
+                f"the Ray cluster at {address} has {len(nodes)} nodes, but the MLflow store is a SQLite file that only "
+                "this machine reaches: start a tracking server on shared storage (mlflow server --backend-store-uri "
+                "<database> --host 0.0.0.0 --port 5000) and pass --tracking-uri http://<host>:5000"
+            )
+        yield
+    finally:
+        ray.shutdown()

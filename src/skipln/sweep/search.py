@@ -1,0 +1,137 @@
+"""Tuning a cell's search-space axes: Optuna proposes values, ASHA stops poor trials early.
+
+Each cell is searched once, by its own Ray Tune experiment under ``<storage>/<sweep>/``: a
+search interrupted with the driver is restored from there (trials that had finished are kept,
+the others resume from their ``last.ckpt``). The cell's ``search`` run in MLflow holds the
+trials as nested runs and, once done, the best values (tags ``sweep.<axis>`` and
+``sweep_value.<axis>``, state ``searched``), which every later invocation reuses.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from skipln.sweep.grid import Cell, SweepError
+from skipln.sweep.records import (
+    ARGS_TAG,
+    AXIS_TAG_PREFIX,
+    CELL_INDEX_TAG,
+    CELL_TAG,
+    MAX_TAG,
+    PRUNED,
+    SEARCH,
+    SEARCHED,
+    STAGE_TAG,
+    STATE_TAG,
+    SWEEP_TAG,
+    TRIAL,
+    TRIAL_TAG,
+    VALUE_TAG_PREFIX,
+    decode,
+    encode,
+    sweep_runs,
+)
+from skipln.sweep.trials import OBJECTIVE, search_trial
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from skipln.sweep.runner import Sweep
+
+
+def search_run(sweep: Sweep, cell: Cell) -> Run | None:
+    """The cell's ``search`` run, if it has one."""
+    runs = [r for r in sweep_runs(sweep.client, sweep.launcher.experiment_id, sweep.grid.name, SEARCH) if r.data.tags.get(CELL_TAG) == cell.key]
+    return runs[-1] if runs else None
+
+
+def searched_values(run: Run | None) -> dict[str, Any] | None:
+    """The best values a finished search recorded, or None if the search is not done."""
+    if run is None or run.data.tags.get(STATE_TAG) != SEARCHED:
+        return None
+    prefix = VALUE_TAG_PREFIX
+    return {key.removeprefix(prefix): decode(value) for key, value in run.data.tags.items() if key.startswith(prefix)}
+
+
+def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
+    """The best values of the grid's search axes for ``cell``: searched now, or read from a finished search."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    grid, search = sweep.grid, sweep.grid.search
+    assert search is not None
+    parent = search_run(sweep, cell)
+    done = searched_values(parent)
+    if done is not None:
+        return done
+    items = sweep.cell_items(cell)
+    if parent is None:
+        parent = sweep.client.create_run(
+            sweep.launcher.experiment_id,
+            run_name=f"{cell.name}-search",
+            tags={SWEEP_TAG: grid.name, CELL_TAG: cell.key, CELL_INDEX_TAG: str(cell.index), STAGE_TAG: SEARCH,
+                  ARGS_TAG: shlex.join(items)[:MAX_TAG],
+                  **{f"{AXIS_TAG_PREFIX}{axis}": label for axis, label in cell.labels.items()}},
+        )  # fmt: skip
+    parent_id = parent.info.run_id
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", cell.key)
+    path = sweep.storage.absolute() / f"{grid.name}-search" / name
+    trainable = tune.with_resources(
+        tune.with_parameters(search_trial, launcher=sweep.launcher, cell=cell, items=items, axes=grid.search_axes,
+                             search=search, seed=grid.search_seed, parent_run_id=parent_id),
+        sweep.resources.ray(),
+    )  # fmt: skip
+    if tune.Tuner.can_restore(str(path)):
+        sweep.out(f"search of {cell.key}: resuming the interrupted search in {path}")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        sweep.out(f"search of {cell.key}: {search.trials} trials over " + ", ".join(f"{a.axis} ~ {a.distribution}{list(a.args)}" for a in grid.search_axes))
+        tuner = tune.Tuner(
+            trainable,
+            param_space={axis.axis: axis.domain() for axis in grid.search_axes},
+            tune_config=tune.TuneConfig(
+                metric=OBJECTIVE,
+                mode=search.mode,
+                search_alg=OptunaSearch(seed=grid.search_seed),
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=10**6, grace_period=search.grace_period,
+                                        reduction_factor=search.reduction_factor),  # fmt: skip
+                num_samples=search.trials,
+                reuse_actors=False,
+            ),
+            run_config=sweep.run_config(name, path.parent),
+        )
+    results = tuner.fit()
+    failed = {r.metrics.get("trial_id") for r in results if r.error is not None}
+    _close_trials(sweep, parent_id, failed)
+    try:
+        best = results.get_best_result(metric=OBJECTIVE, mode=search.mode, scope="all")
+    except RuntimeError:
+        best = None
+    if best is None or OBJECTIVE not in (best.metrics or {}):
+        sweep.client.set_terminated(parent_id, "FAILED")
+        raise SweepError(f"the search of {cell.key} found no value: no trial reported {search.metric} (see the trial runs under run {parent_id})")
+    values = {axis.axis: best.config[axis.axis] for axis in grid.search_axes}
+    for axis in grid.search_axes:
+        sweep.client.set_tag(parent_id, f"{AXIS_TAG_PREFIX}{axis.axis}", axis.label(values[axis.axis]))
+        sweep.client.set_tag(parent_id, f"{VALUE_TAG_PREFIX}{axis.axis}", encode(values[axis.axis]))
+    objective = best.metrics_dataframe[OBJECTIVE]
+    sweep.client.log_metric(parent_id, f"best/{search.metric}", float(objective.max() if search.mode == "max" else objective.min()))
+    sweep.client.set_tag(parent_id, STATE_TAG, SEARCHED)
+    sweep.client.set_terminated(parent_id, "FINISHED")
+    sweep.out(f"search of {cell.key}: best " + ", ".join(f"{a.axis}={a.label(values[a.axis])}" for a in grid.search_axes))
+    return values
+
+
+def _close_trials(sweep: Sweep, parent_id: str, failed: set[Any]) -> None:
+    """Trials that ASHA stopped were killed mid-fit, their runs left RUNNING: record them as pruned."""
+    for run in sweep_runs(sweep.client, sweep.launcher.experiment_id, sweep.grid.name, TRIAL):
+        if run.data.tags.get("mlflow.parentRunId") != parent_id or run.info.status != "RUNNING":
+            continue
+        if run.data.tags.get(TRIAL_TAG) in failed:
+            sweep.client.set_terminated(run.info.run_id, "FAILED")
+        else:
+            sweep.client.set_tag(run.info.run_id, STATE_TAG, PRUNED)
+            sweep.client.set_terminated(run.info.run_id, "FINISHED")
