@@ -205,15 +205,6 @@ def test_search_settings_without_a_search_axis_are_refused(configs: Path) -> Non
         load_grid(write(configs / "grid.yaml", "name: x\nsearch: {trials: 2, metric: val/acc, mode: max}\n"))
 
 
-def test_the_best_checkpoint_recorded_in_last_ckpt_is_tested_else_last(tmp_path: Path) -> None:
-    assert checkpoint_to_test(tmp_path, tmp_path) is None
-    best = tmp_path / "best-epoch003.ckpt"
-    torch.save({"callbacks": {"ModelCheckpoint{'monitor': 'val/loss'}": {"best_model_path": best.name}}}, tmp_path / "last.ckpt")
-    assert checkpoint_to_test(tmp_path, tmp_path) == tmp_path / "last.ckpt"  # the best file is gone
-    torch.save({}, best)
-    assert checkpoint_to_test(tmp_path, tmp_path) == best
-
-
 # --- what happens to an existing run -------------------------------------------------------
 
 
