@@ -50,7 +50,9 @@ class DyT(nn.Module):
     arXiv 2503.10622). No statistics: one learnable scalar α (initialised at ``alpha_init``,
     0.5 in the paper) squashes the input, and a per-channel affine (γ = 1, β = 0 at first)
     follows, as in LayerNorm. The paper replaces the norms of Transformers; a skip connection
-    that "normalizes" with DyT bounds the stream elementwise instead of rescaling it.
+    that "normalizes" with DyT bounds the stream elementwise instead of rescaling it, and on
+    the skip path (Post-LN's place) its slope ``γ·α·(1 − tanh²) ≤ α`` scales the gradient of
+    every block, so gradients vanish with depth at α₀ = 0.5 (Pre-LN's place avoids that).
 
     Args:
         features: channels of the per-channel affine.
