@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from skipln.errors import ConfigError
-from skipln.skip.norms import NormFactory, norm_factory
+from skipln.skip.norms import TOKEN_NORMS, ModelNorms, NormFactory
 
 Sublayer = Callable[[Tensor], Tensor]
 """A residual block's body ``F``."""
@@ -248,8 +248,23 @@ class SkipStrategy(ABC):
 
 
 def resolve_norm(norm: NormFactory | None, kind: str | None = None, strategy: str = "SkipStrategy") -> NormFactory:
-    """The factory of the strategy's ``kind`` of norm (``None``: the model's default) from what the model passed."""
-    return norm_factory(norm, kind, strategy)
+    """The factory a strategy builds its norms with: the strategy's ``kind`` (``None``: the
+    model's default) from what the model passed as ``norm`` (``None``: token features).
+
+    A model that passes a plain factory (the one-factory contract) offers only that factory,
+    as its default; asking it for a kind is a clear error.
+    """
+    if norm is None:
+        norm = TOKEN_NORMS
+    if isinstance(norm, ModelNorms):
+        return norm.factory(kind, strategy)
+    if kind is None:
+        return norm
+    raise ConfigError(
+        f"{strategy}: norm={kind!r} needs a model that offers a choice of norms (a skipln.skip.ModelNorms as `norm`), "
+        f"but this model passes a single normalization ({getattr(norm, '__name__', type(norm).__name__)}); "
+        f"leave the strategy's norm unset (null)"
+    )
 
 
 def resolve_site(site: BlockSite | None) -> BlockSite:

@@ -156,25 +156,6 @@ def check_norm_kind(value: str | None, owner: str) -> str | None:
     return value
 
 
-def norm_factory(norm: NormFactory | None, kind: str | None, strategy: str) -> NormFactory:
-    """The factory a strategy builds its norms with, from what the model passed and the strategy's ``norm``.
-
-    A model that passes a plain factory (the one-factory contract) offers only that factory, as
-    the default kind.
-    """
-    if norm is None:
-        norm = TOKEN_NORMS
-    if isinstance(norm, ModelNorms):
-        return norm.factory(kind, strategy)
-    if kind is None:
-        return norm
-    raise ConfigError(
-        f"{strategy}: norm={kind!r} needs a model that offers a choice of norms (a skipln.skip.ModelNorms as `norm`), "
-        f"but this model passes a single normalization ({getattr(norm, '__name__', type(norm).__name__)}); "
-        f"leave the strategy's norm unset (null)"
-    )
-
-
 def norm_suffix(kind: str | None) -> str:
     """``""`` for the model's default and for LayerNorm, ``"-rms"`` etc. otherwise: for tags."""
     return "" if kind in (None, "layer") else f"-{kind}"
@@ -190,7 +171,6 @@ __all__ = [
     "RMSNorm2d",
     "TOKEN_NORMS",
     "check_norm_kind",
-    "norm_factory",
     "norm_suffix",
     "token_rms_norm",
 ]
