@@ -290,7 +290,8 @@ def test_quick_run_writes_tables_and_figures_and_logs_one_mlflow_run(tmp_path: P
     layers = pd.read_csv(out / "gradients.csv", keep_default_na=False, na_values=["nan", ""])
     assert list(layers.columns) == study.LAYER_COLUMNS
     assert set(layers.depth) == {3, 6} and set(layers.phase) == {"init", "train"}
-    assert set(pd.read_csv(out / "skipped.csv").strategy) == {"pre_ln", "residual"}  # not for post-activation ResNets
+    assert set(pd.read_csv(out / "skipped.csv").strategy) == {"residual"}  # not for post-activation ResNets
+    assert {"pre_ln", "rskip_ln-r2-rms"} <= set(layers.strategy)  # Pre-LN in every block; a norm chosen in YAML
     slopes = pd.read_csv(out / "slopes.csv")
     assert slopes.loc[slopes.strategy == "xskip-2", "slope_per_block"].item() > 0.3
     pngs = sorted(p.name for p in figures.glob("*.png"))

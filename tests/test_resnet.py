@@ -10,7 +10,19 @@ from torch import Tensor, nn
 
 from skipln.errors import ConfigError
 from skipln.models.resnet import LayerNorm2d, ResNet, SkipBatchNorm2d, SubsampleZeroPad
-from skipln.skip import BlockSite, Plain, PostLN, PreLN, RecursiveSkipLN, Scaled, SkipConnection, SkipStrategy, StackBoundary
+from skipln.skip import (
+    BlockSite,
+    Plain,
+    PostLN,
+    PreLN,
+    RecursiveSkipLN,
+    SandwichLN,
+    Scaled,
+    SkipConnection,
+    SkipStrategy,
+    StackBoundary,
+    linear_drop_rates,
+)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -121,7 +133,10 @@ def test_every_block_builds_one_connection_at_its_site(block: str) -> None:
     spy = SpyStrategy()
     ResNet(20, block, skip=spy)
     assert [features for features, _, _ in spy.built] == [16] * 3 + [32] * 3 + [64] * 3
-    assert [site for _, site, _ in spy.built] == [BlockSite(layer=i, depth=9, stack="backbone") for i in range(9)]
+    widens = {3: 16, 6: 32}  # the first block of stages 2 and 3 takes the narrower stage's output
+    assert [site for _, site, _ in spy.built] == [
+        BlockSite(layer=i, depth=9, stack="backbone", in_features=widens.get(i)) for i in range(9)
+    ]
     assert len(spy.boundaries) == 1 and spy.boundaries[0][0] == 64
 
 
@@ -260,10 +275,30 @@ def test_post_activation_refuses_a_strategy_whose_stream_is_not_a_tensor() -> No
     ResNet(8, "preact", skip=SpyStrategy(tensor_stream=False))
 
 
-def test_input_normalizing_strategy_in_a_downsampling_block_fails_clearly() -> None:
-    # Known limit of the one-feature-size contract: Pre-LN normalizes x, which has half the channels there.
-    with pytest.raises(ConfigError, match="downsampling block"):
-        ResNet(8, "preact", skip=PreLN())(torch.randn(2, 3, 8, 8))
+def test_a_strategy_that_ignores_in_features_fails_clearly_in_a_downsampling_block() -> None:
+    class InputNormConnection(SkipConnection):
+        def __init__(self, norm: nn.Module) -> None:
+            super().__init__()
+            self.norm = norm
+
+        def forward(self, x: Tensor, sublayer, shortcut=None) -> Tensor:
+            return (x if shortcut is None else shortcut(x)) + sublayer(self.norm(x))
+
+    class OutputWidthPreLN(SkipStrategy):
+        def build(self, features: int, *, norm=None, site=None) -> SkipConnection:
+            return InputNormConnection(norm(features))  # built for the output's channels: wrong where the block widens
+
+    with pytest.raises(ConfigError, match="in_features"):
+        ResNet(20, "preact", skip=OutputWidthPreLN())(torch.randn(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("block", ["basic", "preact"])
+@pytest.mark.parametrize("skip", [PreLN(), SandwichLN()], ids=lambda s: s.tag)
+def test_input_normalizing_strategies_run_in_every_block_including_the_downsampling_ones(block: str, skip: SkipStrategy) -> None:
+    model = ResNet(20, block, skip=skip)
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+    norms_in = [b.skip.norm if isinstance(skip, PreLN) else b.skip.norm_in for b in model.blocks]
+    assert [n.num_channels for n in norms_in] == [16, 16, 16, 16, 32, 32, 32, 64, 64]
 
 
 def test_name_reads_as_the_literature_names_the_model() -> None:
@@ -282,3 +317,42 @@ def test_the_name_says_when_the_skip_connections_normalize_with_batch_norm() -> 
 def test_model_stores_its_strategy() -> None:
     strategy = RecursiveSkipLN(recursions=3)
     assert ResNet(8, "basic", skip=strategy).skip is strategy
+
+
+# --------------------------------------------------------------------------- stochastic depth
+
+
+def test_drop_path_rate_grows_linearly_over_the_blocks_and_is_absent_by_default() -> None:
+    model = ResNet(20, "basic", drop_path_rate=0.3)
+    assert [block.drop_path.rate for block in model.blocks] == pytest.approx(linear_drop_rates(0.3, 9))
+    assert all(block.drop_path is None for block in ResNet(20, "basic").blocks)
+
+
+@pytest.mark.parametrize("skip", [Plain(), PostLN(), RecursiveSkipLN(2), PreLN(), SandwichLN()], ids=lambda s: s.tag)
+def test_stochastic_depth_adds_no_parameters_and_leaves_inference_unchanged(skip: SkipStrategy) -> None:
+    plain, dropping = ResNet(20, "preact", skip=skip), ResNet(20, "preact", skip=skip, drop_path_rate=0.5)
+    assert count_parameters(dropping) == count_parameters(plain)
+    dropping.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 3, 8, 8)
+    torch.testing.assert_close(dropping.eval()(x), plain.eval()(x), rtol=0, atol=0)
+
+
+def test_in_training_a_dropped_block_passes_only_its_skip_per_sample() -> None:
+    model = ResNet(20, "preact", skip=Plain(), drop_path_rate=0.9).eval()
+    block = model.blocks[2]  # inside the first stage: identity shortcut, rate 0.3
+    block.drop_path.train()
+    h = torch.randn(1, 16, 8, 8).expand(200, 16, 8, 8).contiguous()
+    y = block(h)
+    dropped = torch.isclose(y, h).flatten(1).all(dim=1)
+    kept = torch.isclose(y, h + block.body(h) / (1 - block.drop_path.rate), atol=1e-5).flatten(1).all(dim=1)
+    assert torch.all(dropped ^ kept) and 0.2 < dropped.float().mean().item() < 0.4
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0])
+def test_a_drop_path_rate_outside_zero_to_one_is_refused_by_name(rate: float) -> None:
+    with pytest.raises(ConfigError, match="ResNet: 'drop_path_rate' must be a probability in"):
+        ResNet(20, "basic", drop_path_rate=rate)
+
+
+def test_the_name_says_when_the_model_drops_blocks() -> None:
+    assert ResNet(20, "basic", drop_path_rate=0.1).name == "resnet20-dp0.1"

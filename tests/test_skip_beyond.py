@@ -387,6 +387,14 @@ def test_sandwich_ln_is_x_plus_ln_of_f_of_ln_x(x: Tensor) -> None:
     torch.testing.assert_close(connection(x, body), expected)
 
 
+def test_sandwich_ln_normalizes_input_and_output_at_their_own_widths_where_the_block_widens() -> None:
+    connection = randomize(SandwichLN().build(FEATURES, site=BlockSite(in_features=4)))
+    body, shortcut = randomize(nn.Linear(4, FEATURES)), randomize(nn.Linear(4, FEATURES))
+    x = torch.randn(3, 4)
+    expected = shortcut(x) + ln(body(ln(x, connection.norm_in)), connection.norm_out)
+    torch.testing.assert_close(connection(x, body, shortcut), expected)
+
+
 def test_sandwich_ln_ends_the_stack_with_a_norm() -> None:
     assert isinstance(SandwichLN().build_boundary(FEATURES), FinalNorm)
 

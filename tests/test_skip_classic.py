@@ -10,7 +10,7 @@ from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
 from skipln.errors import ConfigError
-from skipln.skip import Plain, PostLN, PreLN, RecursiveSkipLN, Scaled, SkipStrategy
+from skipln.skip import BlockSite, Plain, PostLN, PreLN, RecursiveSkipLN, Scaled, SkipStrategy
 from skipln.skip.base import FinalNorm, StackBoundary
 
 FEATURES = 6
@@ -59,6 +59,20 @@ def test_post_ln_is_ln_of_lambda_x_plus_f(x: Tensor, body: nn.Linear, scale: flo
 def test_pre_ln_is_x_plus_f_of_ln(x: Tensor, body: nn.Linear) -> None:
     connection = randomize(PreLN().build(FEATURES))
     torch.testing.assert_close(connection(x, body), x + body(ln(x, connection.norm)))
+
+
+def test_pre_ln_normalizes_the_input_at_its_own_width_where_the_block_widens() -> None:
+    # A block from 4 to 6 features: LN over x's 4, the body and the shortcut map to 6.
+    connection = randomize(PreLN().build(FEATURES, site=BlockSite(in_features=4)))
+    body, shortcut = randomize(nn.Linear(4, FEATURES)), randomize(nn.Linear(4, FEATURES))
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(connection(x, body, shortcut), shortcut(x) + body(ln(x, connection.norm)))
+
+
+def test_block_site_input_features_default_to_the_output_features() -> None:
+    assert BlockSite().input_features(8) == 8 and BlockSite(in_features=4).input_features(8) == 4
+    with pytest.raises(ValueError, match="in_features must be >= 1"):
+        BlockSite(in_features=0)
 
 
 def test_pre_ln_asks_for_a_final_norm_and_others_do_not() -> None:

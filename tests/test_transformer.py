@@ -249,6 +249,44 @@ def test_reorder_cache_makes_each_row_continue_another_rows_prefix() -> None:
     torch.testing.assert_close(step, model.decode(reordered, encoder_out)[:, 3], rtol=1e-4, atol=1e-5)
 
 
+# --------------------------------------------------------------------------- stochastic depth
+
+
+def test_drop_path_rates_grow_linearly_over_each_stacks_own_depth() -> None:
+    model = tiny(encoder_layers=2, decoder_layers=4, drop_path_rate=0.4)
+    assert [layer.drop_path.rate for layer in model.encoder_layers] == pytest.approx([0.2, 0.4])
+    assert [layer.drop_path.rate for layer in model.decoder_layers] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert all(layer.drop_path is None for layer in [*tiny().encoder_layers, *tiny().decoder_layers])
+
+
+@pytest.mark.parametrize("skip", STRATEGIES, ids=lambda s: s.tag)
+def test_stochastic_depth_is_off_at_inference_and_cached_decoding_matches_the_model_without_it(skip: SkipStrategy) -> None:
+    torch.manual_seed(0)
+    plain = tiny(skip)
+    dropping = tiny(skip, drop_path_rate=0.5)
+    dropping.load_state_dict(plain.state_dict())
+    src, lengths, prev = tokens(3, 6), torch.tensor([6, 4, 2]), tokens(3, 5)
+    encoder_out = dropping.encode(src, lengths)
+    full = dropping.decode(prev, encoder_out)
+    torch.testing.assert_close(full, plain.decode(prev, plain.encode(src, lengths)), rtol=0, atol=0)
+    cache = dropping.new_cache()
+    steps = [dropping.decode_step(prev[:, t], encoder_out, cache, t) for t in range(prev.shape[1])]
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+
+
+def test_in_training_stochastic_depth_drops_branches_per_sentence() -> None:
+    model = tiny(dropout=0.0, drop_path_rate=0.5).train()
+    src, lengths = tokens(1, 6).expand(64, 6), torch.full((64,), 6)
+    states = model.encode(src, lengths).states  # 64 copies of one sentence, each with its own draws
+    assert len({tuple(row.flatten().tolist()) for row in states.round(decimals=4)}) > 1
+    without = tiny(dropout=0.0).train().encode(src, lengths).states
+    assert torch.equal(without, without[:1].expand_as(without))
+
+
+def test_the_name_says_when_the_model_drops_blocks() -> None:
+    assert tiny(drop_path_rate=0.2).name == "transformer-2x2-d16-dp0.2"
+
+
 # --------------------------------------------------------------------------- embeddings and options
 
 
@@ -325,6 +363,7 @@ def test_factories_have_the_standard_sizes() -> None:
         ({"dropout": 1.0}, "'dropout' must be a probability"),
         ({"encoder_layers": 0}, "'encoder_layers' must be an integer >= 1"),
         ({"skip": "post_ln"}, "'skip' must be a skipln.skip.SkipStrategy"),
+        ({"drop_path_rate": 1.0}, "'drop_path_rate' must be a probability in"),
     ],
 )
 def test_invalid_arguments_are_rejected_with_the_argument_named(overrides: dict[str, Any], message: str) -> None:

@@ -14,6 +14,11 @@ Two block styles, both with 3×3 "basic" blocks in three stages of ``width``, ``
 resolution and doubles the channels, the skip path's shortcut (option A or B of He et al.)
 is handed to the strategy too, so a strategy scales or normalizes the shortcut's output
 exactly as it would the identity.
+
+``drop_path_rate`` adds stochastic depth (Huang et al. 2016): while training, block ℓ of ``L``
+skips its body for a random ``ℓ/L · drop_path_rate`` of the samples
+(:mod:`skipln.skip.stochastic_depth`); the strategy still combines the skip with the
+(dropped) branch, so a dropped Post-LN block gives ``LN(x)``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skipln.errors import ConfigError
-from skipln.skip import BlockSite, NormFactory, Plain, SkipConnection, SkipStrategy
+from skipln.skip import BlockSite, Plain, SkipConnection, SkipStrategy
+from skipln.skip.norms import DyT, ModelNorms, RMSNorm2d
+from skipln.skip.stochastic_depth import DropPath, check_drop_rate, drop_path_or_none, linear_drop_rates, with_drop
 
 BlockStyle = Literal["basic", "preact"]
 SkipNorm = Literal["layer", "batch"]
@@ -39,10 +46,9 @@ def _check_channels(norm: nn.Module, expected: int, x: Tensor) -> None:
     if x.dim() != 4 or x.shape[1] != expected:
         raise ConfigError(
             f"{type(norm).__name__}({expected}) inside a skip connection got a tensor of shape {tuple(x.shape)}: "
-            f"ResNet builds each connection's normalization for the channels of the block's OUTPUT. A strategy "
-            f"that normalizes the block's INPUT (e.g. Pre-LN) cannot run in a downsampling block, whose input has "
-            f"half as many channels; use a strategy that normalizes the residual sum (PostLN, RecursiveSkipLN) "
-            f"or the branch output."
+            f"`features` is the channels of the block's OUTPUT; in a downsampling block the input has fewer "
+            f"(BlockSite.in_features). A strategy that normalizes the block's input must build that norm for "
+            f"site.input_features(features), as PreLN and SandwichLN do."
         )
 
 
@@ -72,7 +78,32 @@ class SkipBatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
-_NORM_FACTORIES: dict[str, NormFactory] = {"layer": LayerNorm2d, "batch": SkipBatchNorm2d}
+class SkipRMSNorm2d(RMSNorm2d):
+    """RMS over each sample's (C, H, W) with a per-channel gain, for a skip connection, with a clear shape error."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(self, self.num_channels, x)
+        return super().forward(x)
+
+
+class SkipDyT2d(DyT):
+    """DyT on a feature map (per-channel γ, β at axis 1), for a skip connection, with a clear shape error."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, channel_axis=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_channels(self, self.weight.numel(), x)
+        return super().forward(x)
+
+
+# The one place the ResNet says how each kind of norm a strategy may ask for lies over a feature map.
+_FEATURE_MAP_NORMS = {"layer": LayerNorm2d, "rms": SkipRMSNorm2d, "dyt": SkipDyT2d, "batch": SkipBatchNorm2d}
+
+
+def feature_map_norms(default: SkipNorm) -> ModelNorms:
+    """The norms a ResNet offers its skip connections; ``default`` (``skip_norm``) for strategies that leave ``norm`` unset."""
+    return ModelNorms(_FEATURE_MAP_NORMS, default=default, owner="ResNet (feature maps)")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -121,7 +152,15 @@ def make_shortcut(kind: ShortcutType, in_channels: int, out_channels: int, strid
 class BasicBlock(nn.Module):
     """Post-activation block: ``ReLU(skip(x, conv-BN-ReLU-conv-BN))``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, skip: SkipConnection, shortcut: nn.Module | None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        skip: SkipConnection,
+        shortcut: nn.Module | None,
+        drop_path: DropPath | None = None,
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv3x3(in_channels, out_channels, stride),
@@ -132,16 +171,25 @@ class BasicBlock(nn.Module):
         )
         self.shortcut = shortcut
         self.skip = skip
+        self.drop_path = drop_path
         self.activation = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activation(self.skip(x, self.body, self.shortcut))
+        return self.activation(self.skip(x, with_drop(self.body, self.drop_path), self.shortcut))
 
 
 class PreActBlock(nn.Module):
     """Pre-activation block: ``skip(x, BN-ReLU-conv-BN-ReLU-conv)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, skip: SkipConnection, shortcut: nn.Module | None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        skip: SkipConnection,
+        shortcut: nn.Module | None,
+        drop_path: DropPath | None = None,
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.BatchNorm2d(in_channels),
@@ -153,9 +201,10 @@ class PreActBlock(nn.Module):
         )
         self.shortcut = shortcut
         self.skip = skip
+        self.drop_path = drop_path
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.skip(x, self.body, self.shortcut)
+        return self.skip(x, with_drop(self.body, self.drop_path), self.shortcut)
 
 
 def he_init(module: nn.Module) -> None:
@@ -181,10 +230,11 @@ class ResNet(nn.Module):
     with stride 2; then global average pooling and a linear classifier. The strategy builds
     one connection per block and one boundary around the whole stack of blocks.
 
-    Each connection is built for the channels of its block's output (the residual sum). In
-    the two downsampling blocks the input has half as many channels, so strategies that
-    normalize the block's *input* (Pre-LN, Sandwich-LN) fail there with a clear error. The
-    shortcut always acts on the block's raw input, in both styles.
+    Each connection is built for the channels of its block's output (the residual sum); in
+    the two downsampling blocks, whose input has half as many channels, the block's
+    :class:`~skipln.skip.BlockSite` says so (``in_features``), so strategies that normalize
+    the block's *input* (Pre-LN, Sandwich-LN) build that norm for the input. The shortcut
+    always acts on the block's raw input, in both styles.
 
     Args:
         depth: number of weighted layers, ``6n + 2`` with ``n >= 1``: 20, 32, 44, 56, 110, ...
@@ -194,11 +244,16 @@ class ResNet(nn.Module):
         in_channels: channels of the input images (3 for CIFAR, 1 for grey-scale digits).
         width: channels of the first stage; the others have twice and four times as many.
         skip: the skip strategy of every residual sum (``x + F(x)`` by default).
-        skip_norm: the normalization the strategy uses where it normalizes: ``"layer"``,
-            LN over each sample's (C, H, W) (:class:`LayerNorm2d`), or ``"batch"``,
-            ``BatchNorm2d`` (the paper's BN ablation). Unused by strategies without a norm.
+        skip_norm: the normalization a strategy uses where it normalizes and leaves its own
+            ``norm`` unset: ``"layer"``, LN over each sample's (C, H, W) (:class:`LayerNorm2d`),
+            or ``"batch"``, ``BatchNorm2d`` (the paper's BN ablation). A strategy's ``norm``
+            (``layer``, ``rms``: :class:`SkipRMSNorm2d`, ``dyt``: :class:`SkipDyT2d`, ``batch``)
+            takes precedence. Unused by strategies without a norm.
         shortcut: where a block changes shape, ``"A"``: subsample and zero-pad the channels
             (parameter-free, He et al. on CIFAR), or ``"B"``: 1×1 convolution and BN.
+        drop_path_rate: stochastic depth (Huang et al. 2016): the probability, while training,
+            that the last block skips its body for a sample; block ℓ of ``L`` uses
+            ``ℓ/L · drop_path_rate``. 0 (the default) turns it off.
     """
 
     def __init__(
@@ -211,9 +266,11 @@ class ResNet(nn.Module):
         skip: SkipStrategy = Plain(),
         skip_norm: SkipNorm = "layer",
         shortcut: ShortcutType = "A",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         _validate(depth, block, num_classes, in_channels, width, skip, skip_norm, shortcut)
+        self.drop_path_rate = check_drop_rate(drop_path_rate, "ResNet")
         if block == "basic" and not skip.tensor_stream:
             raise ConfigError(
                 f"ResNet(block='basic') applies ReLU between blocks, which needs a skip strategy whose stream is a "
@@ -231,7 +288,8 @@ class ResNet(nn.Module):
 
         blocks_per_stage = (depth - 2) // 6
         num_blocks = 3 * blocks_per_stage
-        norm = _NORM_FACTORIES[skip_norm]
+        norm = feature_map_norms(skip_norm)
+        drop_rates = linear_drop_rates(self.drop_path_rate, num_blocks)
         block_cls = BasicBlock if block == "basic" else PreActBlock
 
         stem: list[nn.Module] = [conv3x3(in_channels, width)]
@@ -245,7 +303,9 @@ class ResNet(nn.Module):
             stage = index // blocks_per_stage
             out_channels = width * 2**stage
             stride = 2 if stage > 0 and index % blocks_per_stage == 0 else 1
-            site = BlockSite(layer=index, depth=num_blocks, stack="backbone")
+            site = BlockSite(
+                layer=index, depth=num_blocks, stack="backbone", in_features=channels if channels != out_channels else None
+            )
             blocks.append(
                 block_cls(
                     channels,
@@ -253,6 +313,7 @@ class ResNet(nn.Module):
                     stride,
                     skip=skip.build(out_channels, norm=norm, site=site),
                     shortcut=make_shortcut(shortcut, channels, out_channels, stride),
+                    drop_path=drop_path_or_none(drop_rates[index]),
                 )
             )
             channels = out_channels
@@ -285,7 +346,8 @@ class ResNet(nn.Module):
         """``resnet56``, ``preact_resnet110``, with ``-w32`` / ``-B`` where width or shortcut differ from He et al.
 
         ``-skipbn`` where the skip connections normalize with BN instead of LN (the paper's
-        ablation), so that such a run's name does not read like the LN run of the same strategy.
+        ablation), so that such a run's name does not read like the LN run of the same strategy;
+        ``-dp0.1`` with stochastic depth.
         """
         name = f"{'preact_' if self.block == 'preact' else ''}resnet{self.depth}"
         if self.width != 16:
@@ -294,6 +356,8 @@ class ResNet(nn.Module):
             name += f"-{self.shortcut}"
         if any(isinstance(module, SkipBatchNorm2d) for block in self.blocks for module in block.skip.modules()):
             name += "-skipbn"
+        if self.drop_path_rate > 0.0:
+            name += f"-dp{self.drop_path_rate:g}"
         return name
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -349,6 +413,9 @@ __all__ = [
     "PreActBlock",
     "ResNet",
     "SkipBatchNorm2d",
+    "SkipDyT2d",
+    "SkipRMSNorm2d",
     "SubsampleZeroPad",
+    "feature_map_norms",
     "make_shortcut",
 ]

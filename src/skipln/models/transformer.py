@@ -11,7 +11,11 @@ and never looks inside it, so strategies whose stream is not a tensor (ResiDual)
 state across a layer (B2T) fit without the model knowing.
 
 Residual dropout is part of each body ``F`` (applied to the sublayer's output before the
-strategy adds the skip), as in fairseq and Vaswani et al.
+strategy adds the skip), as in fairseq and Vaswani et al. Stochastic depth
+(``drop_path_rate``, :mod:`skipln.skip.stochastic_depth`) drops a block's whole branch for a
+random subset of the sentences while training, each block of a layer on its own draw, at the
+layer's rate (``ℓ/L · drop_path_rate`` for layer ℓ of a stack of ``L``); in evaluation mode
+(decoding, cached or not) every block runs.
 
 Decoding uses three entry points, apart from the search itself (:mod:`skipln.decoding`):
 :meth:`Transformer.encode`, :meth:`Transformer.decode_step` with a key/value cache from
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 from skipln.errors import ConfigError
 from skipln.models.attention import KeysValues, MultiheadAttention
 from skipln.skip import BlockSite, PostLN, SkipConnection, SkipStrategy
+from skipln.skip.stochastic_depth import check_drop_rate, drop_path_or_none, linear_drop_rates, with_drop
 
 Activation = Literal["relu", "gelu"]
 Positions = Literal["sinusoidal", "learned"]
@@ -150,15 +155,19 @@ class LayerSpec:
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention block, then feed-forward block; each a connection of the skip strategy."""
+    """Self-attention block, then feed-forward block; each a connection of the skip strategy.
 
-    def __init__(self, spec: LayerSpec, skip: SkipStrategy, site: Callable[..., BlockSite]) -> None:
+    ``drop_path``: the stochastic-depth rate of this layer's blocks (0: off).
+    """
+
+    def __init__(self, spec: LayerSpec, skip: SkipStrategy, site: Callable[..., BlockSite], drop_path: float = 0.0) -> None:
         super().__init__()
         self.self_attn = MultiheadAttention(spec.dim, spec.heads, spec.attention_dropout)
         self.self_attn_skip = skip.build(spec.dim, site=site(sublayer=0))
         self.ffn = FeedForward(spec.dim, spec.ffn_dim, spec.activation, spec.activation_dropout)
         self.ffn_skip = skip.build(spec.dim, site=site(sublayer=1))
         self.dropout = nn.Dropout(spec.dropout)
+        self.drop_path = drop_path_or_none(drop_path)
 
     def connections(self) -> list[tuple[SkipConnection, nn.Module]]:
         """Each connection with the body it wraps, in the order they run."""
@@ -169,8 +178,11 @@ class EncoderLayer(nn.Module):
             queries, keys_values = self.self_attn.queries_keys_values(x)
             return self.dropout(self.self_attn.attend(queries, keys_values, key_mask=key_mask))
 
-        h = self.self_attn_skip(h, self_attention)
-        return self.ffn_skip(h, lambda x: self.dropout(self.ffn(x)))
+        h = self.self_attn_skip(h, with_drop(self_attention, self.drop_path))
+        return self.ffn_skip(h, with_drop(self._feed_forward, self.drop_path))
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.ffn(x))
 
 
 @dataclass
@@ -194,9 +206,12 @@ class DecoderCache:
 
 
 class DecoderLayer(nn.Module):
-    """Self-attention, cross-attention and feed-forward blocks; each a connection of the skip strategy."""
+    """Self-attention, cross-attention and feed-forward blocks; each a connection of the skip strategy.
 
-    def __init__(self, spec: LayerSpec, skip: SkipStrategy, site: Callable[..., BlockSite]) -> None:
+    ``drop_path``: the stochastic-depth rate of this layer's blocks (0: off).
+    """
+
+    def __init__(self, spec: LayerSpec, skip: SkipStrategy, site: Callable[..., BlockSite], drop_path: float = 0.0) -> None:
         super().__init__()
         self.self_attn = MultiheadAttention(spec.dim, spec.heads, spec.attention_dropout)
         self.self_attn_skip = skip.build(spec.dim, site=site(sublayer=0))
@@ -205,6 +220,7 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(spec.dim, spec.ffn_dim, spec.activation, spec.activation_dropout)
         self.ffn_skip = skip.build(spec.dim, site=site(sublayer=2))
         self.dropout = nn.Dropout(spec.dropout)
+        self.drop_path = drop_path_or_none(drop_path)
 
     def connections(self) -> list[tuple[SkipConnection, nn.Module]]:
         """Each connection with the body it wraps, in the order they run."""
@@ -244,9 +260,12 @@ class DecoderLayer(nn.Module):
                 keys_values = cache.cross_attn
             return self.dropout(self.cross_attn(x, keys_values, key_mask=memory_mask))
 
-        h = self.self_attn_skip(h, self_attention)
-        h = self.cross_attn_skip(h, cross_attention)
-        return self.ffn_skip(h, lambda x: self.dropout(self.ffn(x)))
+        h = self.self_attn_skip(h, with_drop(self_attention, self.drop_path))
+        h = self.cross_attn_skip(h, with_drop(cross_attention, self.drop_path))
+        return self.ffn_skip(h, with_drop(self._feed_forward, self.drop_path))
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.ffn(x))
 
 
 # --------------------------------------------------------------------------- the model
@@ -307,6 +326,10 @@ class Transformer(nn.Module):
         share_decoder_input_output_embed: the output projection is the decoder's embedding table.
         share_all_embeddings: one table for encoder input, decoder input and output projection
             (implies ``share_decoder_input_output_embed``).
+        drop_path_rate: stochastic depth (Huang et al. 2016): the probability, while training,
+            that a block of a stack's last layer skips its branch for a sentence; layer ℓ of a
+            stack of ``L`` uses ``ℓ/L · drop_path_rate`` (encoder and decoder each over their
+            own depth). 0 (the default) turns it off.
     """
 
     def __init__(
@@ -327,9 +350,11 @@ class Transformer(nn.Module):
         scale_embedding: bool = True,
         share_decoder_input_output_embed: bool = False,
         share_all_embeddings: bool = False,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         _validate(locals())
+        self.drop_path_rate = check_drop_rate(drop_path_rate, "Transformer")
         self.vocab_size = vocab_size
         self.skip = skip
         self.encoder_depth = encoder_layers
@@ -350,12 +375,24 @@ class Transformer(nn.Module):
 
         # Stacks: every residual block is a connection of the injected strategy.
         depths = {"encoder_depth": encoder_layers, "decoder_depth": decoder_layers}
+        encoder_drops = linear_drop_rates(self.drop_path_rate, encoder_layers)
+        decoder_drops = linear_drop_rates(self.drop_path_rate, decoder_layers)
         self.encoder_layers = nn.ModuleList(
-            EncoderLayer(spec, skip, partial(BlockSite, layer=i, depth=encoder_layers, stack="encoder", sublayers=2, **depths))
+            EncoderLayer(
+                spec,
+                skip,
+                partial(BlockSite, layer=i, depth=encoder_layers, stack="encoder", sublayers=2, **depths),
+                encoder_drops[i],
+            )
             for i in range(encoder_layers)
         )
         self.decoder_layers = nn.ModuleList(
-            DecoderLayer(spec, skip, partial(BlockSite, layer=i, depth=decoder_layers, stack="decoder", sublayers=3, **depths))
+            DecoderLayer(
+                spec,
+                skip,
+                partial(BlockSite, layer=i, depth=decoder_layers, stack="decoder", sublayers=3, **depths),
+                decoder_drops[i],
+            )
             for i in range(decoder_layers)
         )
         # A boundary is described by its stack's last block.
@@ -385,8 +422,9 @@ class Transformer(nn.Module):
 
     @property
     def name(self) -> str:
-        """``transformer-6x6-d512`` (encoder × decoder layers, model dimension)."""
-        return f"transformer-{self.encoder_depth}x{self.decoder_depth}-d{self.dim}"
+        """``transformer-6x6-d512`` (encoder × decoder layers, model dimension); ``-dp0.1`` with stochastic depth."""
+        name = f"transformer-{self.encoder_depth}x{self.decoder_depth}-d{self.dim}"
+        return name + (f"-dp{self.drop_path_rate:g}" if self.drop_path_rate > 0.0 else "")
 
     # ----------------------------------------------------------------------- encoder
 

@@ -11,6 +11,8 @@ Name any of these (or your own :class:`SkipStrategy` subclass) in YAML::
               init_args: {recursions: 2}
 
 docs/strategies.md compares them all (formula, source, knobs, cost, where each is meaningful).
+Every strategy that normalizes takes ``norm`` (:mod:`skipln.skip.norms`: LayerNorm, RMSNorm,
+DyT, BatchNorm); the models' stochastic depth is in :mod:`skipln.skip.stochastic_depth`.
 """
 
 from skipln.skip.admin import Admin
@@ -31,10 +33,12 @@ from skipln.skip.base import (
 from skipln.skip.classic import Plain, PostLN, PreLN, Scaled
 from skipln.skip.deepnorm import DeepNorm
 from skipln.skip.learnable import LearnableSkipLN
+from skipln.skip.norms import NORM_KINDS, TOKEN_NORMS, DyT, ModelNorms, RMSNorm2d
 from skipln.skip.recursive import RecursiveSkipLN
 from skipln.skip.residual import ResiDual
 from skipln.skip.rezero import ReZero, SkipInit
 from skipln.skip.sandwich import SandwichLN
+from skipln.skip.stochastic_depth import DropPath, DroppedBranch, linear_drop_rates, split_branch
 
 __all__ = [
     "Admin",
@@ -42,12 +46,18 @@ __all__ = [
     "BlockSite",
     "ChannelScale",
     "DeepNorm",
+    "DropPath",
+    "DroppedBranch",
+    "DyT",
     "FinalNorm",
     "LearnableSkipLN",
+    "ModelNorms",
+    "NORM_KINDS",
     "NormFactory",
     "Plain",
     "PostLN",
     "PreLN",
+    "RMSNorm2d",
     "ReZero",
     "RecursiveSkipLN",
     "ResiDual",
@@ -57,8 +67,11 @@ __all__ = [
     "SkipInit",
     "SkipStrategy",
     "StackBoundary",
+    "TOKEN_NORMS",
     "channel_axis",
     "layer_norm",
+    "linear_drop_rates",
     "needs_profiling",
     "profile",
+    "split_branch",
 ]

@@ -22,6 +22,7 @@ from skipln.skip.base import (
     resolve_norm,
     resolve_site,
 )
+from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 
 def _variance(t: Tensor) -> float:
@@ -102,11 +103,20 @@ class Admin(SkipStrategy):
     ω stays 1 (Post-LN) until :func:`skipln.skip.profile` runs the model once on a training
     batch; a training task does so before its first update when
     :func:`skipln.skip.needs_profiling` says so (a warning says when it was forgotten).
+    Under stochastic depth the pass runs as training does, so the dropped branches take part
+    in the variances, as the authors' dropout did.
+
+    Args:
+        norm: the kind of ``LN``: ``null`` (the model's), ``layer``, ``rms``, ``dyt`` or
+            ``batch`` (see :mod:`skipln.skip.norms`).
     """
 
+    def __init__(self, norm: NormKind | None = None) -> None:
+        self.norm = check_norm_kind(norm, "Admin")
+
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
-        return _AdminConnection(resolve_norm(norm), features, resolve_site(site).stack)
+        return _AdminConnection(resolve_norm(norm, self.norm, "Admin"), features, resolve_site(site).stack)
 
     @property
     def tag(self) -> str:
-        return "admin"
+        return "admin" + norm_suffix(self.norm)

@@ -20,6 +20,7 @@ from skipln.skip.base import (
     resolve_norm,
     resolve_site,
 )
+from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,16 @@ class B2T(SkipStrategy):
     quality. The stream is a :class:`LayerStream` (``tensor_stream = False``), and a block
     must know its place in the layer (:class:`BlockSite` ``sublayer`` / ``sublayers``).
     Layers of a single block (a ResNet's) are rejected: there B2T would be ``LN(2x + F(x))``.
+
+    Args:
+        norm: the kind of ``LN``: ``null`` (the model's), ``layer``, ``rms``, ``dyt`` or
+            ``batch`` (see :mod:`skipln.skip.norms`).
     """
 
     tensor_stream = False
+
+    def __init__(self, norm: NormKind | None = None) -> None:
+        self.norm = check_norm_kind(norm, "B2T")
 
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
         site = resolve_site(site)
@@ -105,11 +113,11 @@ class B2T(SkipStrategy):
                 f"layer has sublayers={site.sublayers}; B2T is for Transformer layers (build with a BlockSite that sets "
                 "sublayer and sublayers), not for one-block ResNet layers."
             )
-        return _B2TConnection(resolve_norm(norm), features, site.first_in_layer, site.last_in_layer)
+        return _B2TConnection(resolve_norm(norm, self.norm, "B2T"), features, site.first_in_layer, site.last_in_layer)
 
     def build_boundary(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> StackBoundary:
         return _B2TBoundary()
 
     @property
     def tag(self) -> str:
-        return "b2t"
+        return "b2t" + norm_suffix(self.norm)

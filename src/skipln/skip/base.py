@@ -23,7 +23,17 @@ Hooks with do-nothing defaults cover strategies that need more than one block:
 * :class:`BlockSite` — where the block sits (its layer, the depth of its stack, the depths
   of an encoder-decoder), for constants derived from depth and for state that spans the
   sub-blocks of one layer (B2T: ``first_in_layer``/``last_in_layer`` and a stream that
-  carries the layer's input).
+  carries the layer's input); and ``in_features``, the width of the block's input where it
+  differs from its output's (a ResNet's downsampling blocks), for a norm applied to ``x``
+  (Pre-LN, Sandwich-LN).
+* ``norm`` — the model passes a :class:`~skipln.skip.norms.ModelNorms`: a factory of its
+  default normalization that also builds the other kinds (``layer``, ``rms``, ``dyt``,
+  ``batch``) laid out over the model's features; a strategy picks one with its own ``norm``
+  hyperparameter (:func:`resolve_norm`).
+* Stochastic depth: a model may hand a connection its body as a
+  :class:`~skipln.skip.stochastic_depth.DroppedBranch` (``drop(F(x))``); a strategy that
+  transforms the body's output before adding it drops after that transform
+  (:func:`~skipln.skip.stochastic_depth.split_branch`).
 * A profiling pass (Admin): :func:`profile` runs one forward with every connection whose
   :attr:`SkipConnection.needs_profiling` is true in profiling mode, then lets each set
   what it measured; :func:`needs_profiling` tells a task whether a model needs one. A
@@ -45,9 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from skipln.errors import ConfigError
-
-NormFactory = Callable[[int], nn.Module]
-"""Builds a normalization for ``features`` channels, e.g. ``nn.LayerNorm``."""
+from skipln.skip.norms import TOKEN_NORMS, ModelNorms, NormFactory
 
 Sublayer = Callable[[Tensor], Tensor]
 """A residual block's body ``F``."""
@@ -74,6 +82,9 @@ class BlockSite:
         sublayers: number of blocks in each layer of the stack.
         encoder_depth: layers in the model's encoder (0 when it has none).
         decoder_depth: layers in the model's decoder (0 when it has none).
+        in_features: channels of the block's input ``x`` where they differ from the
+            ``features`` the block is built for (its output, the residual sum): the first
+            block of a ResNet stage that widens. ``None``: the same (every Transformer block).
     """
 
     layer: int = 0
@@ -83,6 +94,7 @@ class BlockSite:
     sublayers: int = 1
     encoder_depth: int = 0
     decoder_depth: int = 0
+    in_features: int | None = None
 
     def __post_init__(self) -> None:
         if self.depth < 1 or not 0 <= self.layer < self.depth:
@@ -91,6 +103,12 @@ class BlockSite:
             raise ValueError(
                 f"BlockSite: need 0 <= sublayer < sublayers, got sublayer={self.sublayer}, sublayers={self.sublayers}"
             )
+        if self.in_features is not None and self.in_features < 1:
+            raise ValueError(f"BlockSite: in_features must be >= 1 or None, got {self.in_features}")
+
+    def input_features(self, features: int) -> int:
+        """Channels of the block's input, for a block built for ``features`` output channels."""
+        return features if self.in_features is None else self.in_features
 
     @property
     def first_in_layer(self) -> bool:
@@ -195,9 +213,13 @@ class SkipStrategy(ABC):
         """A new connection for a block of ``features`` channels.
 
         Args:
-            features: size of the normalized dimension.
+            features: channels of the block's output, the residual sum (the size of the
+                normalized dimension). A block whose input is narrower says so in
+                ``site.in_features``.
             norm: builds the block's normalization; LayerNorm over the last dimension when
-                ``None``. Models pass LN over (C, H, W) for feature maps, or BatchNorm.
+                ``None``. Models pass a :class:`~skipln.skip.norms.ModelNorms`: called, it
+                builds the model's default (LN over (C, H, W) for feature maps, or
+                BatchNorm); :func:`resolve_norm` picks another kind from it.
             site: where the block sits; ``BlockSite()`` (a one-layer encoder) when ``None``.
         """
 
@@ -225,8 +247,24 @@ class SkipStrategy(ABC):
         return hash((type(self), tuple(sorted(self.hparams().items()))))
 
 
-def resolve_norm(norm: NormFactory | None) -> NormFactory:
-    return layer_norm if norm is None else norm
+def resolve_norm(norm: NormFactory | None, kind: str | None = None, strategy: str = "SkipStrategy") -> NormFactory:
+    """The factory a strategy builds its norms with: the strategy's ``kind`` (``None``: the
+    model's default) from what the model passed as ``norm`` (``None``: token features).
+
+    A model that passes a plain factory (the one-factory contract) offers only that factory,
+    as its default; asking it for a kind is a clear error.
+    """
+    if norm is None:
+        norm = TOKEN_NORMS
+    if isinstance(norm, ModelNorms):
+        return norm.factory(kind, strategy)
+    if kind is None:
+        return norm
+    raise ConfigError(
+        f"{strategy}: norm={kind!r} needs a model that offers a choice of norms (a skipln.skip.ModelNorms as `norm`), "
+        f"but this model passes a single normalization ({getattr(norm, '__name__', type(norm).__name__)}); "
+        f"leave the strategy's norm unset (null)"
+    )
 
 
 def resolve_site(site: BlockSite | None) -> BlockSite:
@@ -283,8 +321,12 @@ _CHANNELS_FIRST_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modul
 
 
 def channel_axis(norm: nn.Module) -> int:
-    """The axis of the channels that ``norm``'s affine parameters act on: 1 for GroupNorm,
-    BatchNorm and InstanceNorm (feature maps, N×C×…), -1 for anything else (LayerNorm)."""
+    """The axis of the channels that ``norm``'s affine parameters act on: the norm's own
+    ``channel_axis`` where it has one (DyT, RMSNorm2d); 1 for GroupNorm, BatchNorm and
+    InstanceNorm (feature maps, N×C×…); -1 for anything else (LayerNorm, RMSNorm)."""
+    axis = getattr(norm, "channel_axis", None)
+    if isinstance(axis, int):
+        return axis
     return 1 if isinstance(norm, _CHANNELS_FIRST_NORMS) else -1
 
 

@@ -17,7 +17,9 @@ from skipln.skip.base import (
     format_number,
     identity,
     resolve_norm,
+    resolve_site,
 )
+from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 
 class _PlainConnection(SkipConnection):
@@ -54,9 +56,9 @@ class _PostNormConnection(SkipConnection):
 
 
 class _PreNormConnection(SkipConnection):
-    def __init__(self, norm: NormFactory, features: int) -> None:
+    def __init__(self, norm: NormFactory, in_features: int) -> None:
         super().__init__()
-        self.norm = norm(features)
+        self.norm = norm(in_features)
 
     def forward(self, x: Tensor, sublayer: Sublayer, shortcut: Shortcut | None = None) -> Tensor:
         return (shortcut or identity)(x) + sublayer(self.norm(x))
@@ -108,32 +110,43 @@ class PostLN(SkipStrategy):
 
     Args:
         scale: the fixed scale λ on the skip path; any finite real number.
+        norm: the kind of ``LN``: ``null`` (the model's: LayerNorm, or a ResNet's
+            ``skip_norm``), ``layer``, ``rms``, ``dyt`` or ``batch`` (see :mod:`skipln.skip.norms`).
     """
 
-    def __init__(self, scale: float = 1.0) -> None:
+    def __init__(self, scale: float = 1.0, norm: NormKind | None = None) -> None:
         self.scale = check_finite("scale", scale, "PostLN")
+        self.norm = check_norm_kind(norm, "PostLN")
 
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
-        return _PostNormConnection(self.scale, resolve_norm(norm), features)
+        return _PostNormConnection(self.scale, resolve_norm(norm, self.norm, "PostLN"), features)
 
     @property
     def tag(self) -> str:
-        return "post_ln" if self.scale == 1.0 else f"xskip_ln-{format_number(self.scale)}"
+        base = "post_ln" if self.scale == 1.0 else f"xskip_ln-{format_number(self.scale)}"
+        return base + norm_suffix(self.norm)
 
 
 class PreLN(SkipStrategy):
     """Pre-LN: ``y = x + F(LN(x))``, and one ``LN`` after the last block of the stack.
 
     Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"
-    (the ``normalize_before`` of fairseq).
+    (the ``normalize_before`` of fairseq). The ``LN`` before the body is built for the block's
+    input (``site.in_features``), so it runs in a ResNet's downsampling blocks too.
+
+    Args:
+        norm: the kind of ``LN`` (see :class:`PostLN`).
     """
 
+    def __init__(self, norm: NormKind | None = None) -> None:
+        self.norm = check_norm_kind(norm, "PreLN")
+
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
-        return _PreNormConnection(resolve_norm(norm), features)
+        return _PreNormConnection(resolve_norm(norm, self.norm, "PreLN"), resolve_site(site).input_features(features))
 
     def build_boundary(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> StackBoundary:
-        return FinalNorm(resolve_norm(norm)(features))
+        return FinalNorm(resolve_norm(norm, self.norm, "PreLN")(features))
 
     @property
     def tag(self) -> str:
-        return "pre_ln"
+        return "pre_ln" + norm_suffix(self.norm)

@@ -18,6 +18,7 @@ from skipln.skip.base import (
     resolve_norm,
     resolve_site,
 )
+from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 """The projections an attention body exposes (see :meth:`SkipConnection.init_branch`)."""
@@ -130,18 +131,21 @@ class DeepNorm(SkipStrategy):
     Args:
         alpha: override α for every block (``None``: the paper's value from depth).
         beta: override β for every block (``None``: the paper's value from depth).
+        norm: the kind of ``LN``: ``null`` (the model's), ``layer``, ``rms``, ``dyt`` or
+            ``batch`` (see :mod:`skipln.skip.norms`).
     """
 
-    def __init__(self, alpha: float | None = None, beta: float | None = None) -> None:
+    def __init__(self, alpha: float | None = None, beta: float | None = None, norm: NormKind | None = None) -> None:
         self.alpha = _check_optional_positive("alpha", alpha)
         self.beta = _check_optional_positive("beta", beta)
+        self.norm = check_norm_kind(norm, "DeepNorm")
 
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
         alpha, beta = deepnorm_constants(resolve_site(site))
         return _DeepNormConnection(
             alpha if self.alpha is None else self.alpha,
             beta if self.beta is None else self.beta,
-            resolve_norm(norm),
+            resolve_norm(norm, self.norm, "DeepNorm"),
             features,
         )
 
@@ -152,7 +156,7 @@ class DeepNorm(SkipStrategy):
             tag += f"-a{format_number(self.alpha)}"
         if self.beta is not None:
             tag += f"-b{format_number(self.beta)}"
-        return tag
+        return tag + norm_suffix(self.norm)
 
 
 def _check_optional_positive(name: str, value: float | None) -> float | None:

@@ -19,6 +19,7 @@ from skipln.skip.base import (
     identity,
     resolve_norm,
 )
+from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 
 class _LearnableSkipConnection(SkipConnection):
@@ -44,14 +45,17 @@ class LearnableSkipLN(SkipStrategy):
     Args:
         init: λ at initialisation; any finite real number.
         per_channel: one λ per channel instead of one per block.
+        norm: the kind of ``LN``: ``null`` (the model's), ``layer``, ``rms``, ``dyt`` or
+            ``batch`` (see :mod:`skipln.skip.norms`).
     """
 
-    def __init__(self, init: float = 1.0, per_channel: bool = False) -> None:
+    def __init__(self, init: float = 1.0, per_channel: bool = False, norm: NormKind | None = None) -> None:
         self.init = check_finite("init", init, "LearnableSkipLN")
         self.per_channel = check_bool("per_channel", per_channel, "LearnableSkipLN")
+        self.norm = check_norm_kind(norm, "LearnableSkipLN")
 
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
-        return _LearnableSkipConnection(self.init, self.per_channel, resolve_norm(norm), features)
+        return _LearnableSkipConnection(self.init, self.per_channel, resolve_norm(norm, self.norm, "LearnableSkipLN"), features)
 
     @property
     def tag(self) -> str:
@@ -60,4 +64,4 @@ class LearnableSkipLN(SkipStrategy):
             tag += "-channel"
         if self.init != 1.0:
             tag += f"-init{format_number(self.init)}"
-        return tag
+        return tag + norm_suffix(self.norm)

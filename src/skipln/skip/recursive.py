@@ -16,6 +16,7 @@ from skipln.skip.base import (
     identity,
     resolve_norm,
 )
+from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 
 class _RecursiveConnection(SkipConnection):
@@ -50,17 +51,20 @@ class RecursiveSkipLN(SkipStrategy):
         recursions: λ, the number of normalized additions; an integer >= 1.
         share_norm: one LN for every step instead of one per step (the paper does not say
             which it used; separate norms are our default).
+        norm: the kind of ``LN``: ``null`` (the model's), ``layer``, ``rms`` (rSkip+RMS),
+            ``dyt`` or ``batch`` (see :mod:`skipln.skip.norms`).
     """
 
-    def __init__(self, recursions: int = 2, share_norm: bool = False) -> None:
+    def __init__(self, recursions: int = 2, share_norm: bool = False, norm: NormKind | None = None) -> None:
         self.recursions = check_positive_int("recursions", recursions, "RecursiveSkipLN")
         if not isinstance(share_norm, bool):
             raise ConfigError(f"RecursiveSkipLN: 'share_norm' must be true or false, got {share_norm!r}")
         self.share_norm = share_norm
+        self.norm = check_norm_kind(norm, "RecursiveSkipLN")
 
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
-        return _RecursiveConnection(self.recursions, self.share_norm, resolve_norm(norm), features)
+        return _RecursiveConnection(self.recursions, self.share_norm, resolve_norm(norm, self.norm, "RecursiveSkipLN"), features)
 
     @property
     def tag(self) -> str:
-        return f"rskip_ln-r{self.recursions}" + ("-shared" if self.share_norm else "")
+        return f"rskip_ln-r{self.recursions}" + ("-shared" if self.share_norm else "") + norm_suffix(self.norm)

@@ -18,6 +18,7 @@ from skipln.skip.base import (
     identity,
     resolve_norm,
 )
+from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,23 @@ class ResiDual(SkipStrategy):
     gradient path (no vanishing, unlike Post-LN); ``a`` keeps the layers' representations
     diverse (no collapse, unlike Pre-LN). The stream is a :class:`DualStream`
     (``tensor_stream = False``); the stack's boundary adds ``LN(d_N)`` at the end.
+
+    Args:
+        norm: the kind of ``LN``: ``null`` (the model's), ``layer``, ``rms``, ``dyt`` or
+            ``batch`` (see :mod:`skipln.skip.norms`).
     """
 
     tensor_stream = False
 
+    def __init__(self, norm: NormKind | None = None) -> None:
+        self.norm = check_norm_kind(norm, "ResiDual")
+
     def build(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> SkipConnection:
-        return _ResiDualConnection(resolve_norm(norm), features)
+        return _ResiDualConnection(resolve_norm(norm, self.norm, "ResiDual"), features)
 
     def build_boundary(self, features: int, *, norm: NormFactory | None = None, site: BlockSite | None = None) -> StackBoundary:
-        return _ResiDualBoundary(resolve_norm(norm)(features))
+        return _ResiDualBoundary(resolve_norm(norm, self.norm, "ResiDual")(features))
 
     @property
     def tag(self) -> str:
-        return "residual"
+        return "residual" + norm_suffix(self.norm)
