@@ -109,3 +109,19 @@ def test_without_the_datasets_package_the_error_says_what_to_install(tmp_path: P
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(ConfigError, match=r"skipln\[hf\]"):
         module.export()
+
+
+@pytest.mark.parametrize(
+    ("data", "experiment"),
+    [("hf_iwslt14_de_en", "iwslt14_de_en"), ("hf_iwslt17_de_en", "iwslt14_de_en"), ("hf_wmt14_en_de", "wmt14_en_de_base")],
+)
+def test_the_hub_data_files_compose_with_the_experiments(data: str, experiment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import CONFIGS, DEFAULTS
+    from skipln.cli import cli_main
+
+    configs = [CONFIGS / "transformer" / f"{experiment}.yaml", CONFIGS / "data" / f"{data}.yaml"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", *(f"--config={c}" for c in configs), "--print_config"], default_config_files=[DEFAULTS])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "skipln.data.hf_translation.HFTranslationDataModule" in printed and "data_dir" not in printed
