@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from skipln.checkpoints import load_checkpoint
+from skipln.checkpoints import load_checkpoint, run_checkpoint_dir
 from skipln.errors import ConfigError, SkipLNError
 
 #: What an averaged checkpoint records about its sources: ``[{"path": …, "global_step": …}, …]``.
@@ -51,22 +51,12 @@ def find_checkpoints(targets: Sequence[str], root: str | os.PathLike[str] = "mlr
         if path.is_file():
             files.append(path)
             continue
-        folder = path if path.is_dir() else _run_folder(target, Path(root))
+        folder = path if path.is_dir() else run_checkpoint_dir(target, root)
         found = sorted(folder.glob("*.ckpt"))
         if not found:
             raise ConfigError(f"no .ckpt file in '{folder}': give checkpoint files, a folder of them, or a run id")
         files.extend(found)
     return files
-
-
-def _run_folder(run_id: str, root: Path) -> Path:
-    matches = sorted(root.glob(f"*/{run_id}/checkpoints"))
-    if not matches:
-        raise ConfigError(
-            f"'{run_id}' is neither a file, a folder nor a run with checkpoints under '{root}' (looked for "
-            f"{root}/<experiment id>/{run_id}/checkpoints): check the run id, or pass --root where the runs are"
-        )
-    return matches[0]
 
 
 def select_last(files: Sequence[Path], last: int) -> list[Source]:

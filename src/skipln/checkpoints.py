@@ -54,6 +54,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return checkpoint
 
 
+def run_checkpoint_dir(run_id: str, root: str | os.PathLike[str] = "mlruns") -> Path:
+    """The checkpoint folder of an MLflow run: ``<root>/<experiment id>/<run id>/checkpoints``, where the CLI writes it.
+
+    ``root`` is the fit's ``trainer.default_root_dir`` (``mlruns`` in ``configs/defaults.yaml``).
+    """
+    matches = sorted(Path(root).glob(f"*/{run_id}/checkpoints"))
+    if not matches:
+        raise ConfigError(
+            f"'{run_id}' is neither a file, a folder nor a run with checkpoints under '{root}' (looked for "
+            f"{root}/<experiment id>/{run_id}/checkpoints): check the run id, or pass the folder the runs are in"
+        )
+    return matches[0]
+
+
 def checkpoint_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     """The ``model`` and ``data`` configs (``class_path``/``init_args``) a checkpoint holds; either may be absent.
 
@@ -171,5 +185,6 @@ __all__ = [
     "check_weights_fit",
     "checkpoint_config",
     "load_checkpoint",
+    "run_checkpoint_dir",
     "with_checkpoint_config",
 ]
