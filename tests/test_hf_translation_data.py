@@ -99,6 +99,13 @@ def test_a_missing_language_names_the_ones_a_row_has(tmp_path: Path) -> None:
         module.export()
 
 
+def test_a_hub_dataset_that_cannot_be_reached_is_one_clear_error() -> None:
+    module = HFTranslationDataModule("no-such-owner/no-such-dataset", "de-en", src_lang="en", tgt_lang="de")
+    with pytest.raises(TranslationDataError, match="cannot load split 'train' of 'no-such-owner/no-such-dataset'.*Hub page") as error:
+        module.export()  # offline (see the fixture): the Hub is not asked
+    assert "\n" not in str(error.value)
+
+
 def test_splits_must_name_exactly_train_valid_and_test() -> None:
     with pytest.raises(ConfigError, match="splits must map exactly"):
         HFTranslationDataModule("x", splits={"train": "train"})

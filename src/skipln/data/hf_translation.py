@@ -185,8 +185,11 @@ class HFTranslationDataModule(TranslationDataModule):
             return loaded
         try:
             return datasets.load_dataset(self.dataset, self.dataset_config, split=split, data_files=self.data_files, revision=self.revision)
-        except ValueError as error:  # an unknown split or configuration: datasets names the valid ones
-            raise TranslationDataError(f"cannot load split {split!r} of {self.dataset!r} ({self.dataset_config}): {error}") from error
+        except (ValueError, OSError) as error:  # an unknown split or configuration (datasets names the valid ones), no such dataset, no network
+            raise TranslationDataError(
+                f"cannot load split {split!r} of {self.dataset!r} (config {self.dataset_config!r}): {error}. Check the name, "
+                "configuration and splits on the dataset's Hub page and the network, or give a save_to_disk folder or data_files"
+            ) from error
 
     def _pairs(self, table: Any, split: str) -> Iterator[tuple[str, str]]:
         columns = list(table.column_names)
