@@ -94,10 +94,13 @@ def check_weights_fit(task: nn.Module, checkpoint: Mapping[str, Any]) -> None:
 
     Call it from ``LightningModule.on_load_checkpoint``, which Lightning calls before it loads the
     state dict: instead of PyTorch's many-line list of unexpected keys, the message says which
-    strategy the checkpoint was trained with and which one the configured network has.
+    strategy the checkpoint was trained with and which one the configured network has. A task
+    with ``strict_loading = False`` (Lightning's switch for partial loading) is not checked. The
+    ``strict`` argument of ``load_from_checkpoint`` does not reach this hook: partial loading
+    there goes through ``torch.load`` and ``task.load_state_dict(…, strict=False)``.
     """
     saved = checkpoint.get("state_dict")
-    if not isinstance(saved, Mapping):
+    if not isinstance(saved, Mapping) or getattr(task, "strict_loading", True) is False:
         return
     own = task.state_dict()
     unexpected = [k for k in saved if k not in own]
