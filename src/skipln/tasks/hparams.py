@@ -29,10 +29,10 @@ BUILT_ARGUMENTS: tuple[str, ...] = ("net", "optimizer")
 
 
 def save_task_hyperparameters(task: LightningModule, ignore: Sequence[str]) -> None:
-    """``task.save_hyperparameters`` without ``ignore``, with the network's config where there is one.
+    """Save the task's ``__init__`` arguments but ``ignore`` (not logged), the network's config among them where there is one.
 
-    Call it from the task's ``__init__``. The first call leaves the built arguments out; if the
-    hyperparameters turn out to be the CLI's config, they are saved again with them.
+    Call it from the task's ``__init__``. The first save leaves the built arguments out; if the
+    hyperparameters turn out to be the CLI's config (plain dicts), they are saved again with them.
     """
     frame = inspect.currentframe()
     caller = frame.f_back if frame is not None else None
