@@ -62,6 +62,14 @@ def test_too_few_checkpoints_say_how_to_keep_more(tmp_path: Path, capsys: pytest
     assert "every_n_train_steps" in capsys.readouterr().err
 
 
+def test_checkpoints_of_different_networks_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "step1.ckpt", 1, 1.0)
+    torch.save({"global_step": 2, "state_dict": {"other": torch.zeros(2)}}, tmp_path / "step2.ckpt")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--last", "2"])
+    assert "different networks" in capsys.readouterr().err
+
+
 def test_a_run_id_is_found_under_the_store(tmp_path: Path) -> None:
     folder = tmp_path / "mlruns" / "7" / "abc123" / "checkpoints"
     write(folder / "step1.ckpt", 1, 1.0)

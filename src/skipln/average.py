@@ -95,7 +95,10 @@ def average_checkpoints(sources: Sequence[Source]) -> dict[str, Any]:
             )
         for key in sums:
             if state[key].shape != reference[key].shape:
-                raise ConfigError(f"'{key}' has shape {tuple(state[key].shape)} in '{source.path}' but {tuple(reference[key].shape)} in '{sources[-1].path}'")
+                raise ConfigError(
+                    f"'{key}' has shape {tuple(state[key].shape)} in '{source.path}' but {tuple(reference[key].shape)} "
+                    f"in '{sources[-1].path}': average checkpoints of one run"
+                )
             sums[key] += state[key].double()
     averaged = {k: (sums[k] / len(sources)).to(v.dtype) if k in sums else v.clone() for k, v in reference.items()}
     result = {k: v for k, v in newest.items() if k not in TRAINING_STATE_KEYS}
