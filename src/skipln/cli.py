@@ -18,6 +18,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from skipln.callbacks import DivergenceGuard
+from skipln.checkpoints import with_checkpoint_config
 from skipln.errors import ConfigError, explain_parser_error, find_user_error
 from skipln.resume import SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
@@ -74,6 +75,9 @@ class SkipLNCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # Kept to tell an interrupted run how to resume (ResumeState's `resume_command` tag).
         self.argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
+        # `test|predict --ckpt_path X` takes the model and data from X unless the options say otherwise.
+        given = with_checkpoint_config(self.argv) if args is None or isinstance(args, (list, tuple)) else self.argv
+        args = given if given != self.argv else args
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as error:  # jsonargparse's many-line message, as one line

@@ -12,11 +12,13 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from skipln.checkpoints import check_weights_fit
 from skipln.errors import ConfigError
 from skipln.optim import Schedule
 from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
 from skipln.tasks.compiling import check_compile, compile_once
+from skipln.tasks.hparams import save_task_hyperparameters
 
 Batch = tuple[Tensor, Tensor]
 
@@ -62,10 +64,9 @@ class ClassificationTask(LightningModule):
     ) -> None:
         super().__init__()
         top_k = _validate(net, num_classes, top_k, label_smoothing)
-        # The CLI logs the resolved config itself (logger=False). The network's weights are in the
-        # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
-        # optimizer lambda in the hparams would be duplicated or fail to pickle.
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "compile"])
+        # The network's config (under the CLI) travels in the checkpoint, so the checkpoint alone
+        # rebuilds it; `compile` is a run option (see skipln.tasks.hparams).
+        save_task_hyperparameters(self, ignore=["compile"])
         self.net = net
         self.optimizer = optimizer
         self.schedule = schedule
@@ -138,6 +139,7 @@ class ClassificationTask(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         fill_missing_metric_states(self, checkpoint)
+        check_weights_fit(self, checkpoint)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         if self._profile_pending:

@@ -21,6 +21,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
+from skipln.checkpoints import RUN_DEFAULTS_KEY, check_weights_fit
 from skipln.decoding import Hypotheses, SpecialTokens, beam_search, greedy_search
 from skipln.decoding.greedy import check_search_args
 from skipln.errors import ConfigError
@@ -30,6 +31,7 @@ from skipln.optim import Schedule
 from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
 from skipln.tasks.compiling import check_compile, compile_once
+from skipln.tasks.hparams import save_task_hyperparameters
 
 Batch = dict[str, Any]
 
@@ -104,12 +106,11 @@ class TranslationTask(LightningModule):
     ) -> None:
         super().__init__()
         _validate(net, label_smoothing, beam_size, lenpen, max_len_a, max_len_b, min_len)
-        # The CLI logs the resolved config itself (logger=False). The network's weights are in the
-        # checkpoint's state dict and the CLI rebuilds it from the config; a live module or an
-        # optimizer lambda in the hparams would be duplicated or fail to pickle. Decoding options
-        # stay out too: LightningCLI re-applies a checkpoint's hparams over the command line, which
-        # would make `test --ckpt_path … --model.init_args.beam_size 1` silently decode with beam 5.
-        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "compile", *DECODING_OPTIONS])
+        # The network's config (under the CLI) travels in the checkpoint, so the checkpoint alone
+        # rebuilds it (see skipln.tasks.hparams). Decoding options stay out: LightningCLI re-applies a
+        # checkpoint's hparams over the command line, which would make `test --ckpt_path …
+        # --model.init_args.beam_size 1` silently decode with beam 5.
+        save_task_hyperparameters(self, ignore=["compile", *DECODING_OPTIONS])
         self.net = net
         self.optimizer = optimizer
         self.schedule = schedule
@@ -262,8 +263,13 @@ class TranslationTask(LightningModule):
         self.train_loss.reset()
         self.train_nll.reset()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # How this run decodes: the defaults of a `test --ckpt_path` that names no config.
+        checkpoint[RUN_DEFAULTS_KEY] = {name: getattr(self, name) for name in DECODING_OPTIONS}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         fill_missing_metric_states(self, checkpoint)
+        check_weights_fit(self, checkpoint)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", with_bleu=self.bleu_on_validation)
