@@ -103,3 +103,24 @@ def test_the_fashion_mnist_configs_compose_with_a_strategy(name: str, workdir: P
             default_config_files=[DEFAULTS],
         )
     assert exit_info.value.code == 0
+
+
+def test_an_unknown_dataset_name_stops_the_cli_with_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(
+            ["fit", f"--config={CONFIGS / 'resnet' / 'fashion_mnist_resnet20.yaml'}", "--data.init_args.dataset=FashonMNIST"],
+            default_config_files=[DEFAULTS],
+        )
+    assert exit_info.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert "unknown dataset 'FashonMNIST' (did you mean 'FashionMNIST'" in line
+
+
+def test_missing_fashion_mnist_files_stop_the_cli_naming_the_script(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(
+            ["fit", f"--config={CONFIGS / 'resnet' / 'fashion_mnist_resnet20.yaml'}", f"--data.init_args.data_dir={workdir / 'empty'}"],
+            default_config_files=[DEFAULTS],
+        )
+    assert exit_info.value.code == 2
+    assert "python scripts/get_fashion_mnist.py" in capsys.readouterr().err

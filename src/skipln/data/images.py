@@ -34,6 +34,8 @@ from skipln.errors import ConfigError, DataError
 IMAGE_FOLDER = "ImageFolder"
 #: The sub-folders of ``data_dir`` that ``ImageFolder`` reads.
 FOLDER_SPLITS = ("train", "test")
+#: Names the error for an unknown data set offers.
+EXAMPLES = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN", "STL10")
 #: How to get a data set offline, where torchvision's download is not the only way.
 OFFLINE_HINTS = {"FashionMNIST": "or, offline, run `python scripts/get_fashion_mnist.py {data_dir}` (Debian's dataset-fashion-mnist)"}
 
@@ -71,8 +73,8 @@ def resolve_dataset(name: str) -> str:
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     raise ConfigError(
-        f"ImageDataModule: unknown dataset {name!r}{hint}: give a class of torchvision.datasets with train and test "
-        f"splits ({', '.join(c for c in known if c != IMAGE_FOLDER)}) or {IMAGE_FOLDER!r} for a folder of class folders"
+        f"ImageDataModule: unknown dataset {name!r}{hint}: give the name of a torchvision.datasets class with train "
+        f"and test splits (e.g. {', '.join(EXAMPLES)}), or {IMAGE_FOLDER!r} for a folder of class folders"
     )
 
 
