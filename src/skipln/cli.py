@@ -28,10 +28,23 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Callbacks a run has one of: a later one (from the command line) replaces the default.
 SINGLE_CALLBACKS: tuple[type[Callback], ...] = (DivergenceGuard, ResumeState)
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
+#: Values the data determines, set in the model from the instantiated data module (``source → target``).
+#: A link whose data module lacks the attribute, or whose model lacks the argument, is skipped; a
+#: value written in YAML for a target is replaced by the data's.
+DATA_LINKS: tuple[tuple[str, str], ...] = (
+    ("data.num_classes", "model.init_args.num_classes"),
+    ("data.num_classes", "model.init_args.net.init_args.num_classes"),
+    ("data.in_channels", "model.init_args.net.init_args.in_channels"),
+)
 
 
 class SkipLNCLI(LightningCLI):
     """LightningCLI with MLflow bookkeeping: config as params, readable run names, test into the training run."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # On instantiation: the data module is built first, and reads its classes and channels from the data.
+        for source, target in DATA_LINKS:
+            parser.link_arguments(source, target, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -122,6 +135,11 @@ class SkipLNCLI(LightningCLI):
             raise
 
 
+def linked_data_values() -> list[str]:
+    """The data module's attributes that :data:`DATA_LINKS` reads (``num_classes``, ``in_channels``)."""
+    return list(dict.fromkeys(source.removeprefix("data.") for source, _ in DATA_LINKS))
+
+
 def keep_last_of_each(callbacks: list[Callback], classes: tuple[type[Callback], ...]) -> list[Callback]:
     """``callbacks`` with only the last instance of each of ``classes``.
 
@@ -159,7 +177,7 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=MLflowConfigCallback,
-            save_config_kwargs={"save_to_log_dir": False},
+            save_config_kwargs={"save_to_log_dir": False, "data_values": linked_data_values()},
             # Parse errors are raised, not printed with the usage: SkipLNCLI.parse_arguments makes them one line.
             parser_kwargs={"exit_on_error": False, **{cmd: {"default_config_files": defaults} for cmd in SUBCOMMANDS}},
             auto_configure_optimizers=False,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -270,13 +270,25 @@ class MLflowConfigCallback(SaveConfigCallback):
 
     Replaces Lightning's SaveConfigCallback, whose ``log_dir`` does not exist for an
     MLflow logger on a database store (run it with ``save_to_log_dir=False``).
+
+    ``data_values`` names attributes of the data module whose values the CLI links into the
+    model (``num_classes``, ``in_channels``): linked keys are not part of the dumped config, so
+    they are logged as params ``data.<name>`` from the data module itself.
     """
+
+    def __init__(self, *args: Any, data_values: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.data_values = tuple(data_values)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         from mlflow.entities import Param  # mlflow is imported only when a run logs to it
 
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
         flat = dict(flatten_config(yaml.safe_load(config)))
+        for name in self.data_values:
+            value = getattr(trainer.datamodule, name, None)
+            if value is not None:
+                flat.setdefault(f"data.{name}", str(value))
         for logger in mlflow_loggers(trainer):
             client, run_id = logger.experiment, logger.run_id
             assert run_id is not None

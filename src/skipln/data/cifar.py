@@ -9,38 +9,16 @@ otherwise they must already be there.
 from __future__ import annotations
 
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.accelerators import CUDAAccelerator
-from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from skipln.data.image_loaders import ImageLoaders
+from skipln.data.image_loaders import ImageLoaders, Transformed, pin_on_gpu
 from skipln.errors import ConfigError, DataError
-
-
-class Transformed(Dataset):
-    """``(image, label)`` pairs of ``dataset`` with ``transform`` applied to the image.
-
-    Lets the training and validation splits share one copy of the images in memory while
-    transforming them differently.
-    """
-
-    def __init__(self, dataset: Dataset, transform: Callable[[Any], Tensor]) -> None:
-        self.dataset = dataset
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image, label = self.dataset[index]
-        return self.transform(image), label
 
 
 class CIFARDataModule(ImageLoaders, LightningDataModule):
@@ -170,10 +148,7 @@ class CIFARDataModule(ImageLoaders, LightningDataModule):
 
     def pin_memory(self) -> bool:
         """Pin batches in memory when training on a GPU."""
-        trainer = self.trainer
-        if trainer is not None:
-            return isinstance(trainer.accelerator, CUDAAccelerator)
-        return torch.cuda.is_available()
+        return pin_on_gpu(self.trainer)
 
 
 class CIFAR10DataModule(CIFARDataModule):

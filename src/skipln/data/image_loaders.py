@@ -1,4 +1,4 @@
-"""The data loaders of the image data modules (CIFAR, digits): resumable training, unpadded evaluation.
+"""The data loaders of the image data modules (CIFAR, digits, any torchvision data set): resumable training, unpadded evaluation.
 
 :class:`ImageLoaders` gives a data module its four ``*_dataloader`` methods from its
 ``train_set``, ``val_set``, ``test_set``, ``batch_size`` and ``num_workers``.
@@ -6,10 +6,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.accelerators import CUDAAccelerator
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from skipln.data.resumable import EpochSampler, ResumableDataLoader, run_seed
 from skipln.data.sharding import UnpaddedShardSampler
+
+
+class Transformed(Dataset):
+    """``(image, label)`` pairs of ``dataset`` with ``transform`` applied to the image.
+
+    Lets the training and validation splits share one copy of the images in memory while
+    transforming them differently.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], Tensor]) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, label = self.dataset[index]
+        return self.transform(image), label
+
+
+def pin_on_gpu(trainer: Trainer | None) -> bool:
+    """Pin batches in memory when training on a GPU (before a Trainer exists: when one is visible)."""
+    if trainer is not None:
+        return isinstance(trainer.accelerator, CUDAAccelerator)
+    return torch.cuda.is_available()
 
 
 def training_loader(dataset: Dataset, *, batch_size: int, num_workers: int, pin_memory: bool) -> ResumableDataLoader:
@@ -75,4 +108,4 @@ class ImageLoaders:
         return self._evaluation(self.test_set)
 
 
-__all__ = ["ImageLoaders", "evaluation_loader", "training_loader"]
+__all__ = ["ImageLoaders", "Transformed", "evaluation_loader", "pin_on_gpu", "training_loader"]
