@@ -12,13 +12,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from skipln.errors import ConfigError, SkipLNError
-from skipln.tracking import mlflow_loggers
+from skipln.tracking import FAILURE_REASON_TAG, FAILURE_TAG, mlflow_loggers
 
 
 class DivergenceError(SkipLNError, RuntimeError):
     """Training produced a non-finite loss."""
 
     exit_code = 1
+    failure = "diverged"
 
 
 class DivergenceGuard(Callback):
@@ -67,8 +68,8 @@ class DivergenceGuard(Callback):
         message = self._message(trainer, pl_module, loss)
         for logger in mlflow_loggers(trainer):
             if trainer.is_global_zero and logger.run_id is not None:
-                logger.experiment.set_tag(logger.run_id, "failure_reason", message)
-                logger.experiment.set_tag(logger.run_id, "failure", "diverged")
+                logger.experiment.set_tag(logger.run_id, FAILURE_REASON_TAG, message)
+                logger.experiment.set_tag(logger.run_id, FAILURE_TAG, DivergenceError.failure)
         raise DivergenceError(message)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:

@@ -18,6 +18,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from skipln.callbacks import DivergenceGuard
+from skipln.checkpoint_io import check_checkpoint
 from skipln.errors import ConfigError, explain_parser_error, find_user_error
 from skipln.resume import SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
@@ -80,6 +81,11 @@ class SkipLNCLI(LightningCLI):
             subcommand = next((word for word in self.argv if word in SUBCOMMANDS), None)
             help_command = " ".join(filter(None, [parser.prog, subcommand, "--help"]))
             raise ConfigError(explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            # Before LightningCLI reads its hyperparameters and before a run starts: a damaged file, said so in one line.
+            check_checkpoint(ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # Before the Trainer exists: it refuses two stateful callbacks of one class.

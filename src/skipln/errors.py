@@ -30,6 +30,8 @@ class SkipLNError(Exception):
 
     #: The CLI's exit status for this kind of error.
     exit_code: int = 2
+    #: The run's ``failure`` tag when this error ends a run that had begun.
+    failure: str = "bad_input"
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)

@@ -46,9 +46,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torchmetrics import Metric
 
-from skipln.errors import ConfigError
+from skipln.callbacks import DivergenceError
+from skipln.errors import ConfigError, find_user_error
 from skipln.processes import process_alive
-from skipln.tracking import mlflow_loggers
+from skipln.tracking import FAILURE_REASON_TAG, FAILURE_TAG, mlflow_loggers
 
 #: MLflow tags this module writes.
 INTERRUPTED_TAG = "interrupted"
@@ -261,8 +262,13 @@ class ResumeState(Callback):
             else:
                 saved = f"the newest checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         else:
+            # A cause the user can act on (a full disk, bad data found late) is kept with the run.
+            user_error = find_user_error(exception)
             for client, run_id in self._runs(trainer):
                 client.set_tag(run_id, FIT_STATE_TAG, "failed")
+                if user_error is not None:
+                    client.set_tag(run_id, FAILURE_TAG, user_error.failure)
+                    client.set_tag(run_id, FAILURE_REASON_TAG, str(user_error))
             return
         text = f"{self.interruption} at step {trainer.global_step} (epoch {trainer.current_epoch}) on {socket.gethostname()}; {saved}"
         for client, run_id in self._runs(trainer):
@@ -500,7 +506,7 @@ def find_last_checkpoint(
         info, tags = run.info, run.data.tags
         if not _unfinished(run):
             continue
-        if tags.get("failure") == "diverged":
+        if tags.get(FAILURE_TAG) == DivergenceError.failure:
             notes.append(f"run {info.run_id} diverged (kept as a result)")
             continue
         if (info.status == "RUNNING" or tags.get(FIT_STATE_TAG) == "running") and _may_be_alive(tags):

@@ -23,6 +23,10 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from skipln.errors import ConfigError
 
+#: Tags of a run that failed for a reason the user can act on: its kind (``diverged``, ``disk_full``, …) and the message.
+FAILURE_TAG = "failure"
+FAILURE_REASON_TAG = "failure_reason"
+
 #: Key under which a checkpoint remembers the MLflow run that wrote it.
 CHECKPOINT_RUN_KEY = "skipln_mlflow_run_id"
 
