@@ -22,7 +22,7 @@ from skipln.data.batching import TokenBatchSampler
 from skipln.data.resumable import EpochSampler, ResumableDataLoader
 from skipln.errors import ConfigError
 from skipln.models.resnet import ResNet
-from skipln.resume import CHECKPOINT_DIR_TAG, FIT_STATE_TAG, HOST_TAG, PID_TAG, SIGTERM_EXIT_CODE, find_last_checkpoint
+from skipln.resume import CHECKPOINT_DIR_TAG, FIT_STATE_TAG, HOST_TAG, PID_TAG, SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, find_last_checkpoint
 from skipln.skip import Plain
 from skipln.tasks.classification import ClassificationTask
 
@@ -185,6 +185,25 @@ def test_a_fit_stopped_by_sigterm_mid_epoch_resumes_to_the_same_weights_and_metr
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumes"] == "1"
     assert "resume_command" not in resumed.data.tags
+    assert_same_training(workdir, reference, resumed)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_step_with_its_checkpoint_ends_killed_and_resumes_exactly(workdir: Path, tiny: Path) -> None:
+    fit_in_process(tiny)
+    stopped = fit_in_subprocess(workdir, tiny, *signal_at("SIGINT", 6))
+    assert stopped.returncode == SIGINT_EXIT_CODE, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    reference, interrupted = runs(workdir)
+    assert last_checkpoint(workdir, interrupted)["global_step"] == 7  # the step Ctrl+C fell in, finished and saved
+    assert interrupted.info.status == "KILLED"
+    assert interrupted.data.tags["interrupted"].startswith("SIGINT at step 7") and "holds this step" in interrupted.data.tags["interrupted"]
+    assert "--ckpt_path last" in interrupted.data.tags["resume_command"]
+
+    fit_in_process(tiny, *signal_at("SIGINT", 6), "--ckpt_path=last")
+
+    reference, resumed = runs(workdir)
+    assert resumed.info.run_id == interrupted.info.run_id and resumed.info.status == "FINISHED"
     assert_same_training(workdir, reference, resumed)
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from skipln.callbacks import DivergenceGuard
 from skipln.checkpoint_io import check_checkpoint
 from skipln.errors import ConfigError, explain_parser_error, find_user_error
-from skipln.resume import SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
+from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
 
@@ -105,7 +105,7 @@ class SkipLNCLI(LightningCLI):
 
         Lightning ends the run FAILED and, on SIGTERM, exits with status 0; the run was stopped, not
         broken, and a caller (a scheduler, the sweep runner) must not take it for finished: SIGTERM
-        exits with 143.
+        exits with 143, Ctrl+C (SIGINT) with 130.
         """
         try:
             self.trainer.fit(model, **kwargs)
@@ -119,9 +119,7 @@ class SkipLNCLI(LightningCLI):
                 for logger in mlflow_loggers(self.trainer):
                     if logger.run_id is not None:
                         logger.experiment.set_terminated(logger.run_id, "KILLED")
-            if interruption == "SIGTERM":
-                raise SystemExit(SIGTERM_EXIT_CODE) from None
-            raise
+            raise SystemExit(SIGTERM_EXIT_CODE if interruption == "SIGTERM" else SIGINT_EXIT_CODE) from None
 
 
 def keep_last_of_each(callbacks: list[Callback], classes: tuple[type[Callback], ...]) -> list[Callback]:

@@ -31,6 +31,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ FIT_STATE_TAG = "fit_state"
 
 #: The exit status of a run stopped by SIGTERM (the shell's convention, 128 + signal number).
 SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
+#: The exit status of a run stopped by Ctrl+C (SIGINT).
+SIGINT_EXIT_CODE = 128 + int(signal.SIGINT)
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -115,6 +118,8 @@ class ResumeState(Callback):
         self._held_sigterm = False
         self._last_save_time = time.monotonic()
         self._last_save_step = -1
+        self._previous_sigint: Any = None
+        self._received_sigint = False
 
     # -- where --------------------------------------------------------------------------
 
@@ -149,6 +154,7 @@ class ResumeState(Callback):
     # -- saving -------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._catch_sigint(trainer)
         self._last_save_time = time.monotonic()
         self._last_save_step = trainer.global_step
         loop = trainer.fit_loop
@@ -253,9 +259,33 @@ class ResumeState(Callback):
 
     # -- interruption -------------------------------------------------------------------
 
+    def _catch_sigint(self, trainer: Trainer) -> None:
+        """Make the first Ctrl+C stop the fit as SIGTERM does: after the current step, with a checkpoint of it.
+
+        Python's own KeyboardInterrupt strikes anywhere — inside the optimizer's update, half the
+        parameters changed — so no state of that moment resumes exactly. A second Ctrl+C gets the
+        previous handler back: the KeyboardInterrupt, for whoever cannot wait for the step to end.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+
+        def stop_after_this_step(signum: int, frame: Any) -> None:
+            self._received_sigint = True
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            trainer._signal_connector.received_sigterm = True  # noqa: SLF001 - the flag Lightning's loops stop on
+            rank_zero_warn("Ctrl+C: stopping after this step, with a checkpoint of it (press Ctrl+C again to stop at once)")
+
+        # None: a handler not set from Python; Python's own then raises KeyboardInterrupt as usual.
+        self._previous_sigint = signal.signal(signal.SIGINT, stop_after_this_step) or signal.default_int_handler
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            self.interruption = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+            self.interruption = "SIGTERM" if isinstance(exception, SIGTERMException) and not self._received_sigint else "SIGINT"
             last = self.last_path(trainer)
             if self._last_save_step == trainer.global_step:
                 saved = f"checkpoint {last} holds this step"
