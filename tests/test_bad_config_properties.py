@@ -212,6 +212,7 @@ def _report() -> Iterator[None]:
         print(f"\n{len(SEEN)} bad configs, {len({m for _, m in SEEN})} distinct messages ({len(shapes)} distinct once values are masked); {dict(per_kind)}")
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=bad_configs())
 def test_a_mutated_quickstart_config_fails_with_one_line_naming_the_key_and_leaves_no_running_run(
