@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import signal as signal_module
+from pathlib import Path
 from types import SimpleNamespace
+
+import torch
 
 from lightning.pytorch import Callback
 from lightning.pytorch.demos.boring_classes import BoringModel
 
+from skipln.checkpoint_io import AtomicCheckpointIO
 from skipln.skip import SkipStrategy
 
 
@@ -70,3 +76,35 @@ class WorseningValidation(BoringModel):
         output = super().validation_step(batch, batch_idx)
         self.log("val/loss", float(self.current_epoch))
         return output
+
+
+class FaultAtStep(AtomicCheckpointIO):
+    """Checkpoint writes that fail once, at the first save of training step ``step``: an injected fault.
+
+    ``fault``:
+
+    - ``kill``: write half the bytes, then SIGKILL the process (a job killed while saving);
+    - ``disk_full``: write half the bytes, then fail as a full disk does (``ENOSPC``).
+
+    ``once_file`` is created when the fault fires and stops it from firing again, so the resumed
+    run, with the same config (``--ckpt_path last`` asks for it), goes to the end.
+    """
+
+    def __init__(self, fault: str = "kill", step: int = 1, once_file: str = "fault.done") -> None:
+        super().__init__()
+        self.fault = fault
+        self.step = step
+        self.once_file = Path(once_file)
+
+    def write(self, checkpoint, handle):  # type: ignore[no-untyped-def]
+        if checkpoint.get("global_step") != self.step or self.once_file.exists():
+            super().write(checkpoint, handle)
+            return
+        self.once_file.write_text(self.fault)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        handle.write(buffer.getvalue()[: buffer.tell() // 2])
+        handle.flush()
+        if self.fault == "kill":
+            os.kill(os.getpid(), signal_module.SIGKILL)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -14,15 +14,16 @@ import pytest
 import torch
 import yaml
 from mlflow.entities import Run
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from conftest import DEFAULTS, REPO
 from skipln.cli import cli_main
 from skipln.data.batching import TokenBatchSampler
+from skipln.data.image_loaders import training_loader
 from skipln.data.resumable import EpochSampler, ResumableDataLoader
 from skipln.errors import ConfigError
 from skipln.models.resnet import ResNet
-from skipln.resume import CHECKPOINT_DIR_TAG, FIT_STATE_TAG, HOST_TAG, PID_TAG, SIGTERM_EXIT_CODE, find_last_checkpoint
+from skipln.resume import CHECKPOINT_DIR_TAG, FIT_STATE_TAG, HOST_TAG, PID_TAG, SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, find_last_checkpoint
 from skipln.skip import Plain
 from skipln.tasks.classification import ClassificationTask
 
@@ -185,6 +186,40 @@ def test_a_fit_stopped_by_sigterm_mid_epoch_resumes_to_the_same_weights_and_metr
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumes"] == "1"
     assert "resume_command" not in resumed.data.tags
+    assert_same_training(workdir, reference, resumed)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_step_with_its_checkpoint_ends_killed_and_resumes_exactly(workdir: Path, tiny: Path) -> None:
+    fit_in_process(tiny)
+    stopped = fit_in_subprocess(workdir, tiny, *signal_at("SIGINT", 6))
+    assert stopped.returncode == SIGINT_EXIT_CODE, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    reference, interrupted = runs(workdir)
+    assert last_checkpoint(workdir, interrupted)["global_step"] == 7  # the step Ctrl+C fell in, finished and saved
+    assert interrupted.info.status == "KILLED"
+    assert interrupted.data.tags["interrupted"].startswith("SIGINT at step 7") and "holds this step" in interrupted.data.tags["interrupted"]
+    assert "--ckpt_path last" in interrupted.data.tags["resume_command"]
+
+    fit_in_process(tiny, *signal_at("SIGINT", 6), "--ckpt_path=last")
+
+    reference, resumed = runs(workdir)
+    assert resumed.info.run_id == interrupted.info.run_id and resumed.info.status == "FINISHED"
+    assert_same_training(workdir, reference, resumed)
+
+
+@pytest.mark.slow
+def test_a_fit_with_data_loader_workers_resumes_from_sigterm_to_the_same_weights_and_metrics(workdir: Path, tiny: Path) -> None:
+    workers = "--data.init_args.num_workers=2"  # the CIFAR modules' default; the digits augment with random crops
+    fit_in_process(tiny, workers)
+    stopped = fit_in_subprocess(workdir, tiny, workers, *signal_at("SIGTERM", 6))
+    assert stopped.returncode == SIGTERM_EXIT_CODE, stopped.stderr[-3000:]
+    assert last_checkpoint(workdir, runs(workdir)[1])["global_step"] == 7
+
+    fit_in_process(tiny, workers, *signal_at("SIGTERM", 6), "--ckpt_path=last")
+
+    reference, resumed = runs(workdir)
+    assert resumed.info.status == "FINISHED"
     assert_same_training(workdir, reference, resumed)
 
 
@@ -354,6 +389,54 @@ def test_a_resumed_loader_continues_the_epoch_where_the_checkpoint_left_it() -> 
     rest = batches(resumed, epoch=1)
     assert [b.tolist() for b in first + rest] == [b.tolist() for b in whole]
     assert len(resumed) == len(whole)  # Lightning plans with the whole epoch's length
+
+
+class RandomlyAugmented(Dataset):
+    """23 examples, each its index and a random number drawn when it is loaded (as an augmentation draws them)."""
+
+    def __len__(self) -> int:
+        return 23
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor([float(index)]), torch.rand(1)
+
+
+def interrupted_and_resumed(make: Any, epoch: int, after: int) -> list[list[float]]:
+    """The batches of ``epoch``: the first ``after`` from one loader, the rest from a new one resumed from its state."""
+    loader = make()
+    loader.sampler.set_epoch(epoch)
+    iterator = iter(loader)
+    first = [next(iterator) for _ in range(after)]
+    state = loader.state_dict()
+    del iterator
+    resumed = make()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(epoch)
+    return [torch.cat(batch, dim=1).flatten().tolist() for batch in [*first, *resumed]]
+
+
+def whole_epoch(make: Any, epoch: int) -> list[list[float]]:
+    loader = make()
+    loader.sampler.set_epoch(epoch)
+    return [torch.cat(batch, dim=1).flatten().tolist() for batch in loader]
+
+
+def test_a_resumed_loader_with_workers_augments_the_rest_of_the_epoch_as_the_uninterrupted_one() -> None:
+    def make() -> ResumableDataLoader:
+        return training_loader(RandomlyAugmented(), batch_size=4, num_workers=2, pin_memory=False)
+
+    assert interrupted_and_resumed(make, epoch=1, after=3) == whole_epoch(make, epoch=1)
+
+
+def test_without_example_seeding_workers_augment_a_resumed_epoch_differently() -> None:
+    # Why the seeding exists: the same batches, but other random numbers after the resume.
+    def make() -> ResumableDataLoader:
+        data = RandomlyAugmented()
+        return ResumableDataLoader(data, batch_size=4, sampler=EpochSampler(data, seed=0), num_workers=2)
+
+    resumed, whole = interrupted_and_resumed(make, epoch=1, after=3), whole_epoch(make, epoch=1)
+    assert [batch[0::2] for batch in resumed] == [batch[0::2] for batch in whole]  # the same examples
+    assert resumed != whole
 
 
 def test_a_loader_resumed_at_the_end_of_an_epoch_gives_the_next_epoch_whole() -> None:

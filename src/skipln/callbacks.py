@@ -20,6 +20,7 @@ class DivergenceError(SkipLNError, RuntimeError):
     """Training produced a non-finite loss."""
 
     exit_code = 1
+    failure = DIVERGED
 
 
 class DivergenceGuard(Callback):
@@ -69,7 +70,7 @@ class DivergenceGuard(Callback):
         for logger in mlflow_loggers(trainer):
             if trainer.is_global_zero and logger.run_id is not None:
                 logger.experiment.set_tag(logger.run_id, FAILURE_REASON_TAG, message)
-                logger.experiment.set_tag(logger.run_id, FAILURE_TAG, DIVERGED)
+                logger.experiment.set_tag(logger.run_id, FAILURE_TAG, DivergenceError.failure)
         raise DivergenceError(message)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:

@@ -13,14 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from skipln.callbacks import DivergenceGuard
+from skipln.checkpoint_io import check_checkpoint
 from skipln.checkpoints import with_checkpoint_config
-from skipln.errors import ConfigError, explain_parser_error, find_user_error
-from skipln.resume import SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
+from skipln.errors import ConfigError, explain_parser_error, explain_yaml_error, find_user_error
+from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
 
@@ -96,16 +99,29 @@ class SkipLNCLI(LightningCLI):
         except ArgumentError as error:  # jsonargparse's many-line message, as one line
             subcommand = next((word for word in self.argv if word in SUBCOMMANDS), None)
             help_command = " ".join(filter(None, [parser.prog, subcommand, "--help"]))
+            defaults = self.parser_kwargs.get(subcommand, {}).get("default_config_files", []) if subcommand else []
+            broken = explain_yaml_error([*defaults, *_config_files(self.argv)]) if "Problems parsing config" in str(error) else None
+            if broken is not None:  # jsonargparse says "<unicode string>": name the file
+                raise ConfigError(broken) from error
             raise ConfigError(explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            # Before LightningCLI reads its hyperparameters and before a run starts: a damaged file, said so in one line.
+            check_checkpoint(ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # Before the Trainer exists: it refuses two stateful callbacks of one class.
         callbacks = kwargs.get("callbacks", self._get(self.config_init, "trainer", default={}).get("callbacks"))
         if callbacks is not None:
             kwargs["callbacks"] = keep_last_of_each(callbacks if isinstance(callbacks, list) else [callbacks], SINGLE_CALLBACKS)
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:  # Lightning's check of a trainer setting (`max_epochs` -5)
+            raise ConfigError(f"trainer: {error}") from error
 
     def after_instantiate_classes(self) -> None:
+        check_optimizer(self.model)
         name_runs(self.trainer, self.model, self.datamodule)
         for callback in self.trainer.callbacks:
             if isinstance(callback, ResumeState):
@@ -116,7 +132,7 @@ class SkipLNCLI(LightningCLI):
 
         Lightning ends the run FAILED and, on SIGTERM, exits with status 0; the run was stopped, not
         broken, and a caller (a scheduler, the sweep runner) must not take it for finished: SIGTERM
-        exits with 143.
+        exits with 143, Ctrl+C (SIGINT) with 130.
         """
         try:
             self.trainer.fit(model, **kwargs)
@@ -130,9 +146,21 @@ class SkipLNCLI(LightningCLI):
                 for logger in mlflow_loggers(self.trainer):
                     if logger.run_id is not None:
                         logger.experiment.set_terminated(logger.run_id, "KILLED")
-            if interruption == "SIGTERM":
-                raise SystemExit(SIGTERM_EXIT_CODE) from None
-            raise
+            raise SystemExit(SIGTERM_EXIT_CODE if interruption == "SIGTERM" else SIGINT_EXIT_CODE) from None
+
+
+def check_optimizer(model: LightningModule) -> None:
+    """Build the task's optimizer once on a probe parameter: torch checks its arguments (a negative lr) only then.
+
+    Otherwise the mistake shows in ``configure_optimizers``, after the run began, as a traceback.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if not callable(optimizer):
+        return
+    try:
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as error:
+        raise ConfigError(f"model.init_args.optimizer: {error}: give a valid value") from error
 
 
 def linked_data_values() -> list[str]:
@@ -150,6 +178,12 @@ def keep_last_of_each(callbacks: list[Callback], classes: tuple[type[Callback], 
     """
     last = {cls: max((i for i, c in enumerate(callbacks) if isinstance(c, cls)), default=-1) for cls in classes}
     return [c for i, c in enumerate(callbacks) if all(not isinstance(c, cls) or i == last[cls] for cls in classes)]
+
+
+def _config_files(argv: Sequence[str]) -> list[str]:
+    """The files given with ``--config`` (``--config f`` or ``--config=f``)."""
+    files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    return files + [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
 
 
 def _is_mlflow(entry: Any) -> bool:

@@ -30,6 +30,8 @@ class SkipLNError(Exception):
 
     #: The CLI's exit status for this kind of error.
     exit_code: int = 2
+    #: The run's ``failure`` tag when this error ends a run that had begun.
+    failure: str = "bad_input"
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
@@ -65,6 +67,7 @@ _KEY = re.compile(r'Parser key "([^"]+)":\s*(.*)$')
 _CLASS = re.compile(r"^Problem with given class_path '([^']+)':\s*(.*)$")
 _GIVEN = re.compile(r"^Given value: (.*?)(?:\. Got value: .*)?$")
 _EXPECTED = re.compile(r"^Expected an? (.+?)(?:\. Got value: (.*))?$")
+_NOT_A_SUBCLASS = re.compile(r"^Not a valid subclass of (\w+)(?:\. Got value: (.*))?$")
 _NOT_ACCEPTED = re.compile(r"^Option '([^']+)' is not accepted$")
 _IMPORT_FAILED = re.compile(r"has no attribute|No module named|[Cc]annot import|not a class|[Ii]mport path")
 #: Lines that only list the alternatives jsonargparse tried (None, a config file path, an import path).
@@ -73,6 +76,27 @@ _NOISE = re.compile(
     r"|Expected a path but .* either not accessible or invalid|Expected a dot import path string: .*"
     r"|Expected a <class 'NoneType'>.*)$"
 )
+
+
+def explain_yaml_error(paths: Sequence[str]) -> str | None:
+    """The first of the config files ``paths`` that is not valid YAML, where and why, in one line; None if all parse."""
+    import yaml
+
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                yaml.safe_load(handle)
+        except OSError:
+            continue  # a missing file has its own message
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            return (
+                f"config file {path} is not valid YAML{where}: {problem}; fix that line (indent with spaces, "
+                "not tabs; close brackets and quotes)"
+            )
+    return None
 
 
 @dataclass
@@ -146,12 +170,32 @@ def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
         )
     if owner and reasons and (unknown := _NOT_ACCEPTED.match(reasons[0])):
         name = unknown[1]
+        # jsonargparse reports a stray key beside a class_path as "Option 'class_path' is not accepted":
+        # the stray key itself is in the value the outermost block quotes.
+        node = _node_at(_literal(outermost_given(lines)), [frame.key for frame in chain if frame.key is not None])
+        extra = [str(k) for k in node if k not in ("class_path", "init_args", "dict_kwargs")] if isinstance(node, dict) else []
+        if name == "class_path" and extra:
+            return (
+                f"{path}: unknown key {', '.join(repr(k) for k in extra)} beside class_path and init_args: a class's "
+                "arguments go under init_args; check the spelling or remove it"
+            )
         accepted = _class_arguments(owner)
         listed = f"; it accepts: {', '.join(accepted)}" if accepted else see_help
         return (
             f"{path}.init_args.{name}: {owner} has no argument '{name}'{_did_you_mean(name, accepted, 'argument')}"
             f"{listed}"
         )
+    if reasons and (invalid := _NOT_A_SUBCLASS.match(reasons[0])):
+        value = _literal(invalid[2] or given)
+        if isinstance(value, dict):
+            extra = [str(key) for key in value if key not in ("class_path", "init_args", "dict_kwargs")]
+            if extra:
+                return (
+                    f"{where}unknown key {', '.join(repr(k) for k in extra)} beside class_path and init_args: a class's "
+                    "arguments go under init_args; check the spelling or remove it"
+                )
+            if "class_path" not in value:
+                return f"{where}no class_path: name the class (`class_path: package.module.Class`) and put its arguments under init_args"
     expected = [m for text in reasons if (m := _EXPECTED.match(text))]
     if expected:
         value = given if given is not None else next((m[2] for m in expected if m[2] is not None), None)
@@ -160,6 +204,33 @@ def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
         return f"{where}expected {types}{got}: give a value of that type"
     detail = "; ".join(reasons) or "invalid value"
     return f"{where}{detail}{see_also}"
+
+
+def outermost_given(lines: list[str]) -> str | None:
+    """The value the least indented ``Given value:`` line of a jsonargparse message quotes (the whole setting)."""
+    found = [(len(raw) - len(raw.lstrip(" ")), m[1]) for raw in lines if (m := _GIVEN.match(raw.strip()))]
+    return min(found, key=lambda pair: pair[0])[1] if found else None
+
+
+def _node_at(value: object, keys: list[str]) -> object:
+    """The part of a quoted config value at ``keys`` (the first key is the setting itself), through ``init_args``."""
+    node = value
+    for key in keys[1:]:
+        if not isinstance(node, dict):
+            return None
+        inner = node.get("init_args")
+        node = (inner if isinstance(inner, dict) else node).get(key)
+    return node
+
+
+def _literal(text: str | None) -> object:
+    """A Python literal jsonargparse quoted (``{'class_path': …}``), or None if it is not one."""
+    import ast
+
+    try:
+        return ast.literal_eval(text) if text else None
+    except (ValueError, SyntaxError):
+        return None
 
 
 def _setting_path(chain: list[_Frame]) -> str:

@@ -16,6 +16,8 @@ from typing import Literal
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from skipln.errors import ConfigError
+
 
 class Schedule(ABC):
     """A multiplier of the optimizer's base learning rate, as a function of the step."""
@@ -58,17 +60,17 @@ class MultiStep(Schedule):
     ) -> None:
         milestones = [float(m) for m in milestones]
         if any(not 0.0 < m < 1.0 for m in milestones) or milestones != sorted(milestones):
-            raise ValueError(f"MultiStep: 'milestones' must be increasing fractions in (0, 1), got {milestones}")
+            raise ConfigError(f"MultiStep: 'milestones' must be increasing fractions in (0, 1), got {milestones}")
         if not 0.0 < gamma <= 1.0:
-            raise ValueError(f"MultiStep: 'gamma' must be in (0, 1], got {gamma}")
+            raise ConfigError(f"MultiStep: 'gamma' must be in (0, 1], got {gamma}")
         if warmup_steps < 0:
-            raise ValueError(f"MultiStep: 'warmup_steps' must be >= 0, got {warmup_steps}")
+            raise ConfigError(f"MultiStep: 'warmup_steps' must be >= 0, got {warmup_steps}")
         self.milestones = milestones
         self.gamma = gamma
         self.warmup_steps = warmup_steps
         self.warmup_start_factor = warmup_start_factor
         if warmup_mode not in ("linear", "constant"):
-            raise ValueError(f"MultiStep: 'warmup_mode' must be 'linear' or 'constant', got {warmup_mode!r}")
+            raise ConfigError(f"MultiStep: 'warmup_mode' must be 'linear' or 'constant', got {warmup_mode!r}")
         self.warmup_mode = warmup_mode
 
     def factor(self, total_steps: int) -> Callable[[int], float]:
@@ -95,7 +97,7 @@ class InverseSqrt(Schedule):
 
     def __init__(self, warmup_steps: int = 4000, warmup_init_factor: float = 0.0) -> None:
         if warmup_steps < 1:
-            raise ValueError(f"InverseSqrt: 'warmup_steps' must be >= 1, got {warmup_steps}")
+            raise ConfigError(f"InverseSqrt: 'warmup_steps' must be >= 1, got {warmup_steps}")
         self.warmup_steps = warmup_steps
         self.warmup_init_factor = warmup_init_factor
 
@@ -115,7 +117,7 @@ class WarmupCosine(Schedule):
 
     def __init__(self, warmup_steps: int = 0, min_factor: float = 0.0, warmup_start_factor: float = 0.0) -> None:
         if warmup_steps < 0:
-            raise ValueError(f"WarmupCosine: 'warmup_steps' must be >= 0, got {warmup_steps}")
+            raise ConfigError(f"WarmupCosine: 'warmup_steps' must be >= 0, got {warmup_steps}")
         self.warmup_steps = warmup_steps
         self.min_factor = min_factor
         self.warmup_start_factor = warmup_start_factor

@@ -31,6 +31,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torchmetrics import Metric
 
-from skipln.errors import ConfigError
+from skipln.callbacks import DivergenceError
+from skipln.errors import ConfigError, find_user_error
 from skipln.processes import process_alive
+from skipln.run_tags import FAILURE_REASON_TAG, FAILURE_TAG
 from skipln.tracking import mlflow_loggers
 
 #: MLflow tags this module writes.
@@ -63,6 +66,8 @@ FIT_STATE_TAG = "fit_state"
 
 #: The exit status of a run stopped by SIGTERM (the shell's convention, 128 + signal number).
 SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
+#: The exit status of a run stopped by Ctrl+C (SIGINT).
+SIGINT_EXIT_CODE = 128 + int(signal.SIGINT)
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -114,6 +119,8 @@ class ResumeState(Callback):
         self._held_sigterm = False
         self._last_save_time = time.monotonic()
         self._last_save_step = -1
+        self._previous_sigint: Any = None
+        self._received_sigint = False
 
     # -- where --------------------------------------------------------------------------
 
@@ -148,6 +155,7 @@ class ResumeState(Callback):
     # -- saving -------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._catch_sigint(trainer)
         self._last_save_time = time.monotonic()
         self._last_save_step = trainer.global_step
         loop = trainer.fit_loop
@@ -252,17 +260,46 @@ class ResumeState(Callback):
 
     # -- interruption -------------------------------------------------------------------
 
+    def _catch_sigint(self, trainer: Trainer) -> None:
+        """Make the first Ctrl+C stop the fit as SIGTERM does: after the current step, with a checkpoint of it.
+
+        Python's own KeyboardInterrupt strikes anywhere — inside the optimizer's update, half the
+        parameters changed — so no state of that moment resumes exactly. A second Ctrl+C gets the
+        previous handler back: the KeyboardInterrupt, for whoever cannot wait for the step to end.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+
+        def stop_after_this_step(signum: int, frame: Any) -> None:
+            self._received_sigint = True
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            trainer._signal_connector.received_sigterm = True  # noqa: SLF001 - the flag Lightning's loops stop on
+            rank_zero_warn("Ctrl+C: stopping after this step, with a checkpoint of it (press Ctrl+C again to stop at once)")
+
+        # None: a handler not set from Python; Python's own then raises KeyboardInterrupt as usual.
+        self._previous_sigint = signal.signal(signal.SIGINT, stop_after_this_step) or signal.default_int_handler
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            self.interruption = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+            self.interruption = "SIGTERM" if isinstance(exception, SIGTERMException) and not self._received_sigint else "SIGINT"
             last = self.last_path(trainer)
             if self._last_save_step == trainer.global_step:
                 saved = f"checkpoint {last} holds this step"
             else:
                 saved = f"the newest checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         else:
+            # A cause the user can act on (a full disk, bad data found late) is kept with the run.
+            user_error = find_user_error(exception)
             for client, run_id in self._runs(trainer):
                 client.set_tag(run_id, FIT_STATE_TAG, "failed")
+                if user_error is not None:
+                    client.set_tag(run_id, FAILURE_TAG, user_error.failure)
+                    client.set_tag(run_id, FAILURE_REASON_TAG, str(user_error))
             return
         text = f"{self.interruption} at step {trainer.global_step} (epoch {trainer.current_epoch}) on {socket.gethostname()}; {saved}"
         for client, run_id in self._runs(trainer):
@@ -500,7 +537,7 @@ def find_last_checkpoint(
         info, tags = run.info, run.data.tags
         if not _unfinished(run):
             continue
-        if tags.get("failure") == "diverged":
+        if tags.get(FAILURE_TAG) == DivergenceError.failure:
             notes.append(f"run {info.run_id} diverged (kept as a result)")
             continue
         if (info.status == "RUNNING" or tags.get(FIT_STATE_TAG) == "running") and _may_be_alive(tags):

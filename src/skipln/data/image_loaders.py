@@ -15,6 +15,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from skipln.data.example_seeding import ExampleSeeded, KeyedEpochSampler
 from skipln.data.resumable import EpochSampler, ResumableDataLoader, run_seed
 from skipln.data.sharding import UnpaddedShardSampler
 
@@ -46,11 +47,20 @@ def pin_on_gpu(trainer: Trainer | None) -> bool:
 
 
 def training_loader(dataset: Dataset, *, batch_size: int, num_workers: int, pin_memory: bool) -> ResumableDataLoader:
-    """Shuffled by (run seed, epoch), sharded under DDP, resumable mid-epoch: a resumed run sees the same batches."""
+    """Shuffled by (run seed, epoch), sharded under DDP, resumable mid-epoch: a resumed run sees the same batches.
+
+    With worker processes each example's augmentation is drawn from (run seed, epoch, example), so
+    that a resumed run augments the rest of its epoch as the uninterrupted run did (see
+    :mod:`skipln.data.example_seeding`).
+    """
+    seed = run_seed()
+    sampler = EpochSampler(dataset, shuffle=True, seed=seed)  # type: ignore[arg-type]
+    if num_workers > 0:
+        sampler, dataset = KeyedEpochSampler(dataset, shuffle=True, seed=seed), ExampleSeeded(dataset, seed)  # type: ignore[arg-type]
     return ResumableDataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(dataset, shuffle=True, seed=run_seed()),  # type: ignore[arg-type]
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,

@@ -22,9 +22,10 @@ in for ``overfit_batches``) the batches to skip are loaded and dropped.
 
 Exactness: with ``num_workers: 0`` a resumed run sees the same batches and draws the same
 random numbers as the uninterrupted run (the global random state itself comes back through
-:class:`skipln.resume.ResumeState`). With worker processes, the batches are still the same,
-in the same order, but the workers' random augmentations of the rest of the resumed epoch are
-drawn afresh.
+:class:`skipln.resume.ResumeState`). With worker processes the batches are the same, in the
+same order, but a worker's own random stream depends on which examples it loaded before: the
+image data modules therefore seed each example from ``(seed, epoch, index)`` in the workers
+(:mod:`skipln.data.example_seeding`), and a resumed run augments as the uninterrupted one did.
 """
 
 from __future__ import annotations
