@@ -22,7 +22,6 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from skipln.errors import ConfigError
-from skipln.run_tags import FAILURE_REASON_TAG, FAILURE_TAG
 
 #: Key under which a checkpoint remembers the MLflow run that wrote it.
 CHECKPOINT_RUN_KEY = "skipln_mlflow_run_id"
