@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
     started = _now()
     machine = machine_info()
-    rows = [run_row(spec, sizes, settings) for spec in row_specs(sizes, args.groups)]
+    rows = [run_row(spec, sizes, settings) for spec in row_specs(sizes, args.groups, settings)]
     if not args.no_memory:
         add_memory(rows, args.size, args.threads, settings)
     machine["loadavg_start"] = machine.pop("loadavg")

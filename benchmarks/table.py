@@ -31,9 +31,14 @@ def _memory(side: dict[str, Any]) -> str:
 def _status(row: dict[str, Any]) -> str:
     if "skipped" in row:
         return f"**not measured**: {row['skipped']}"
+    work = row.get("equal_work")
+    equal = ""
+    if work is not None:
+        same = "equal" if work["equal"] else "**unequal**"
+        equal = f"; {same} work ({work['key']} {work['ours']} / {work['reference']})"
     if row["met"] is None:
-        return "(no goal)"
-    return "met" if row["met"] else "**not met**"
+        return "(no goal)" + equal
+    return ("met" if row["met"] else "**not met**") + equal
 
 
 def _settings(report: dict[str, Any]) -> str:
