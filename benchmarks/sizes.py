@@ -80,6 +80,15 @@ PRESETS: dict[str, Sizes] = {
         beam_heads=4, resnet_depth=56, resnet_batch=32, image_size=32, matmul_size=2048, fit_train_batches=40, fit_val_batches=10,
         corpus_batches=4, warmup=2, repeats=11,
     ),
+    # The GPU table (python -m benchmarks.gpu): Transformer base of Vaswani et al. 2017 (WMT14 En-De), 6+6
+    # layers, d 512, FFN 2048, 8 heads, a 32k vocabulary, 128 sentence pairs of 32 tokens; ResNet-56 at 128.
+    "wmt_base": Sizes(
+        vocab=32768, layers=6, dim=512, ffn_dim=2048, heads=8, sentences=128, source_len=32, target_len=32, pad_tail=8,
+        flops_dim=1024, flops_ffn_dim=4096, flops_heads=16, flops_layers=6,
+        beam_sentences=128, beam_source_len=24, beam_max_len_b=10, beam_layers=6, beam_dim=512, beam_ffn_dim=2048,
+        beam_heads=8, resnet_depth=56, resnet_batch=128, image_size=32, matmul_size=8192, fit_train_batches=200,
+        fit_val_batches=20, corpus_batches=16, warmup=5, repeats=20,
+    ),
     # The paper's sizes: transformer_iwslt_de_en, ResNet-56 at CIFAR's batch of 128 (for a GPU).
     "paper": Sizes(
         vocab=10000, layers=6, dim=512, ffn_dim=1024, heads=4, sentences=128, source_len=32, target_len=32, pad_tail=8,

@@ -84,6 +84,44 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _column(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    precision = "float32" if settings["precision"] == "32" else settings["precision"]
+    return precision + (", compiled" if settings["compile"] else "")
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "—"
+    if "skipped" in row:
+        return "not measured"
+    low, high = row["ratio_quartiles"]
+    mark = "" if row["met"] is None else (" ✓" if row["met"] else " ✗")
+    goal = f" (goal {row['goal']})" if row["goal"] else ""
+    return f"{row['ratio']:.3f} ({low:.2f}–{high:.2f}){mark}{goal}"
+
+
+def summary(reports: list[dict[str, Any]]) -> str:
+    """One table of several runs' ratios, a column per run's setting (the GPU table's front page)."""
+    first = reports[0]
+    machine = first["machine"]
+    labels: list[str] = []
+    for report in reports:
+        labels += [row["label"] for row in report["rows"] if row["label"] not in labels]
+    by_label = [{row["label"]: row for row in report["rows"]} for report in reports]
+    lines = [
+        f"Measured with `python -m benchmarks.gpu` ({first['size']} sizes) on {machine['cuda'] or machine['cpu']} "
+        f"(host CPU: {machine['cpu']}), torch {machine['torch']}, from {first['started']} to {reports[-1]['finished']} UTC. "
+        "Ratio (interquartile range), ✓/✗: goal met or not; each column's own table is beside this file.",
+        "",
+        "| row | " + " | ".join(_column(report) for report in reports) + " |",
+        "| --- |" + " --- |" * len(reports),
+    ]
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(_cell(rows.get(label)) for rows in by_label) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` into ``out`` (``small``, ``small-bf16``, ...); return their paths."""
     out.mkdir(parents=True, exist_ok=True)
@@ -95,4 +133,4 @@ def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-__all__ = ["markdown", "write"]
+__all__ = ["markdown", "summary", "write"]

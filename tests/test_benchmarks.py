@@ -218,3 +218,26 @@ def test_the_hand_written_loader_builds_the_same_batches_as_the_data_module() ->
     ours, theirs = next(iter(data.train_dataloader())), next(iter(loader))
     for key in ("src_tokens", "src_lengths", "prev_output_tokens", "target"):
         assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_the_gpu_command_stops_with_one_line_when_there_is_no_gpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stopped:
+        gpu.main(["--out", "unused"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no CUDA GPU" in error
+
+
+def test_the_summary_puts_each_setting_in_a_column(tmp_path: Path) -> None:
+    from benchmarks.table import summary
+
+    reports = [run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", "flops", *extra])
+               for extra in ([], ["--precision", "bf16-mixed"])]
+    table = summary(reports)
+    assert "| row | float32 | bf16-mixed |" in table
+    assert all(f"| {row['label']} | " in table for row in reports[0]["rows"])
