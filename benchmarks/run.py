@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "command": command.strip(),
         "size": args.size,
-        "name": args.size + settings.suffix,
+        "name": args.size + settings.suffix + (f"-{args.threads}threads" if args.threads != 1 else ""),
         "settings": dataclasses.asdict(settings),
         "sizes": vars(sizes),
         "started": started,

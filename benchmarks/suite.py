@@ -111,6 +111,13 @@ def row_specs(sizes: Sizes, groups: Iterable[str] = GROUPS, settings: Settings |
         rows.append(
             RowSpec("resnet", f"{resnet} channels-last vs contiguous, img/s", "resnet/skip/channels_last", "resnet/skip/contiguous", "speed")
         )
+        for layout in LAYOUTS:
+            for stage in (1, 2, 3):
+                rows.append(
+                    RowSpec("resnet", f"feature-map LN, stage {stage} ({layout}): GroupNorm(1, C) vs layer_norm over the "
+                            "flattened map with a per-channel affine, forward + backward, img/s",
+                            f"norm/group_norm/{stage}/{layout}", f"norm/layer_norm_flat/{stage}/{layout}", "speed")
+                )
     if "flops" in chosen:
         rows.append(
             RowSpec("flops", f"Post-LN Transformer d {sizes.dim}, {sizes.layers}+{sizes.layers} (the training rows' size) "

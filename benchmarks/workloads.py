@@ -361,6 +361,47 @@ def resnet_training(sizes: Sizes, model_name: str, layout: str, settings: Settin
     )
 
 
+def _layer_norm_flat(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """LN over each sample's flattened (C, H, W) with the per-channel affine broadcast over it: one ``layer_norm`` call."""
+    _, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        nhwc = F.layer_norm(x.permute(0, 2, 3, 1), (h, w, c), weight.expand(h, w, c), bias.expand(h, w, c))
+        return nhwc.permute(0, 3, 1, 2)
+    return F.layer_norm(x, (c, h, w), weight[:, None, None].expand(c, h, w), bias[:, None, None].expand(c, h, w))
+
+
+#: Ways to layer-normalize a feature map with a per-channel affine (the ResNet's LN): forward and backward.
+FEATURE_NORMS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "group_norm": lambda x, weight, bias: F.group_norm(x, 1, weight, bias),
+    "layer_norm_flat": _layer_norm_flat,
+}
+
+
+def feature_norm(sizes: Sizes, impl: str, stage: int, layout: str, settings: Settings) -> Workload:
+    """``norm/<impl>/<stage>/<layout>``: LN of a ResNet stage's feature map (forward, backward), as :data:`FEATURE_NORMS` computes it."""
+    if impl not in FEATURE_NORMS or stage not in (1, 2, 3) or layout not in LAYOUTS:
+        raise ConfigError(f"benchmarks: expected norm/<{'|'.join(FEATURE_NORMS)}>/<1|2|3>/<{'|'.join(LAYOUTS)}>")
+    channels, side = 16 * 2 ** (stage - 1), sizes.image_size // 2 ** (stage - 1)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(sizes.resnet_batch, channels, side, side, generator=generator)
+    grad = torch.randn(x.shape, generator=generator)
+    if layout == "channels_last":
+        x, grad = x.contiguous(memory_format=torch.channels_last), grad.contiguous(memory_format=torch.channels_last)
+    x = x.to(settings.device).requires_grad_()
+    grad = grad.to(settings.device)
+    weight = torch.ones(channels, device=settings.device, requires_grad=True)
+    bias = torch.zeros(channels, device=settings.device, requires_grad=True)
+    norm = FEATURE_NORMS[impl]
+
+    def run() -> None:
+        with settings.autocast():
+            out = norm(x, weight, bias)
+        torch.autograd.grad(out, (x, weight, bias), grad)
+
+    return Workload(f"norm/{impl}/{stage}/{layout}", run, float(sizes.resnet_batch), "img", settings.device,
+                    info={"shape": list(x.shape), "layout": layout})
+
+
 # --------------------------------------------------------------------------- by name
 
 
@@ -379,6 +420,8 @@ def build(name: str, sizes: Sizes, settings: Settings | None = None) -> Workload
         builders[name] = lambda: resnet_training(sizes, parts[1], parts[2], settings, parts[3] if len(parts) == 4 else "A")
     elif parts[0] == "flops" and len(parts) == 2 and parts[1] in ("post_ln", "headline"):
         builders[name] = lambda: flops_training(sizes, parts[1], settings)
+    elif parts[0] == "norm" and len(parts) == 4 and parts[2].isdigit():
+        builders[name] = lambda: feature_norm(sizes, parts[1], int(parts[2]), parts[3], settings)
     elif name == "matmul":
         builders[name] = lambda: matmul_workload(sizes.matmul_size, settings.device, settings.dtype)
     elif name in endtoend.WORKLOADS:

@@ -241,3 +241,27 @@ def test_the_summary_puts_each_setting_in_a_column(tmp_path: Path) -> None:
     table = summary(reports)
     assert "| row | float32 | bf16-mixed |" in table
     assert all(f"| {row['label']} | " in table for row in reports[0]["rows"])
+
+
+def test_the_feature_map_norms_compared_compute_the_same_layer_norm() -> None:
+    from benchmarks.workloads import FEATURE_NORMS
+
+    x, weight, bias = torch.randn(2, 4, 3, 5), torch.randn(4), torch.randn(4)
+    expected = torch.nn.functional.group_norm(x, 1, weight, bias)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        for norm in FEATURE_NORMS.values():
+            torch.testing.assert_close(norm(x.contiguous(memory_format=layout), weight, bias), expected)
+
+
+def test_the_profile_names_the_command_and_the_operators(tmp_path: Path) -> None:
+    from benchmarks import profile
+
+    text = profile.main(["--size", "tiny", "--workload", "matmul", "--runs", "1", "--warmup", "0", "--out", str(tmp_path / "p.txt")])
+    assert text.startswith("python -m benchmarks.profile --size tiny --workload matmul")
+    assert "aten::mm" in (tmp_path / "p.txt").read_text()
+
+
+def test_a_run_with_more_threads_names_its_files_after_them(tmp_path: Path) -> None:
+    report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", "flops", "--threads", "2"])
+    assert report["name"] == "tiny-2threads" and (tmp_path / "tiny-2threads.md").is_file()
+    torch.set_num_threads(1)
