@@ -87,7 +87,8 @@ def markdown(report: dict[str, Any]) -> str:
 def _column(report: dict[str, Any]) -> str:
     settings = report["settings"]
     precision = "float32" if settings["precision"] == "32" else settings["precision"]
-    return precision + (", compiled" if settings["compile"] else "")
+    threads = report["machine"]["torch_threads"]
+    return precision + (", compiled" if settings["compile"] else "") + (f", {threads} threads" if threads != 1 else "")
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -101,7 +102,7 @@ def _cell(row: dict[str, Any] | None) -> str:
     return f"{row['ratio']:.3f} ({low:.2f}–{high:.2f}){mark}{goal}"
 
 
-def summary(reports: list[dict[str, Any]]) -> str:
+def summary(reports: list[dict[str, Any]], command: str = "python -m benchmarks.gpu") -> str:
     """One table of several runs' ratios, a column per run's setting (the GPU table's front page)."""
     first = reports[0]
     machine = first["machine"]
@@ -110,8 +111,9 @@ def summary(reports: list[dict[str, Any]]) -> str:
         labels += [row["label"] for row in report["rows"] if row["label"] not in labels]
     by_label = [{row["label"]: row for row in report["rows"]} for report in reports]
     lines = [
-        f"Measured with `python -m benchmarks.gpu` ({first['size']} sizes) on {machine['cuda'] or machine['cpu']} "
+        f"Measured with `{command}` ({first['size']} sizes) on {machine['cuda'] or machine['cpu']} "
         f"(host CPU: {machine['cpu']}), torch {machine['torch']}, from {first['started']} to {reports[-1]['finished']} UTC. "
+        f"Load average {first['machine']['loadavg_start'][0]:.1f} at the start of the first run. "
         "Ratio (interquartile range), ✓/✗: goal met or not; each column's own table is beside this file.",
         "",
         "| row | " + " | ".join(_column(report) for report in reports) + " |",
@@ -120,6 +122,18 @@ def summary(reports: list[dict[str, Any]]) -> str:
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(_cell(rows.get(label)) for rows in by_label) + " |")
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.table OUT.md RUN.json ...``: the summary of runs already made."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        raise SystemExit("usage: python -m benchmarks.table OUT.md RUN.json [RUN.json ...]")
+    reports = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args[1:]]
+    command = "; ".join(report["command"] for report in reports)
+    Path(args[0]).write_text(summary(reports, command), encoding="utf-8")
 
 
 def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
@@ -133,4 +147,7 @@ def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-__all__ = ["markdown", "summary", "write"]
+__all__ = ["main", "markdown", "summary", "write"]
+
+if __name__ == "__main__":
+    main()
