@@ -261,7 +261,7 @@ def test_the_profile_names_the_command_and_the_operators(tmp_path: Path) -> None
     assert "aten::mm" in (tmp_path / "p.txt").read_text()
 
 
-def test_a_run_with_more_threads_names_its_files_after_them(tmp_path: Path) -> None:
-    report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", "flops", "--threads", "2"])
-    assert report["name"] == "tiny-2threads" and (tmp_path / "tiny-2threads.md").is_file()
+def test_a_run_with_more_threads_or_a_tag_names_its_files_after_them(tmp_path: Path) -> None:
+    report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", "flops", "--threads", "2", "--tag", "flops"])
+    assert report["name"] == "tiny-2threads-flops" and (tmp_path / "tiny-2threads-flops.md").is_file()
     torch.set_num_threads(1)
