@@ -26,8 +26,8 @@ from skipln.models.transformer import Transformer
 
 
 def test_the_tiny_run_writes_every_row_to_json_and_markdown(tmp_path: Path) -> None:
-    # The end-to-end rows (whole Lightning fits) have their own, shorter test below.
-    groups = [group for group in GROUPS if group != "endtoend"]
+    # The end-to-end fit (whole Lightning fits) has its own, shorter test below.
+    groups = [group for group in GROUPS if group != "fit"]
     report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", *groups])
     rows = json.loads((tmp_path / "tiny.json").read_text())["rows"]
     assert [row["label"] for row in rows] == [spec.label for spec in row_specs(get_sizes("tiny"), groups)]
