@@ -103,24 +103,29 @@ def _cell(row: dict[str, Any] | None) -> str:
 
 
 def summary(reports: list[dict[str, Any]], command: str = "python -m benchmarks.gpu") -> str:
-    """One table of several runs' ratios, a column per run's setting (the GPU table's front page)."""
+    """One table of several runs' ratios, a column per setting (runs of the same setting, e.g. of other groups, share one)."""
     first = reports[0]
     machine = first["machine"]
+    columns: dict[str, dict[str, dict[str, Any]]] = {}
     labels: list[str] = []
     for report in reports:
-        labels += [row["label"] for row in report["rows"] if row["label"] not in labels]
-    by_label = [{row["label"]: row for row in report["rows"]} for report in reports]
+        column = columns.setdefault(_column(report), {})
+        for row in report["rows"]:
+            column[row["label"]] = row
+            if row["label"] not in labels:
+                labels.append(row["label"])
+    loads = [report["machine"]["loadavg_start"][0] for report in reports] + [report["machine"]["loadavg_end"][0] for report in reports]
     lines = [
         f"Measured with `{command}` ({first['size']} sizes) on {machine['cuda'] or machine['cpu']} "
-        f"(host CPU: {machine['cpu']}), torch {machine['torch']}, from {first['started']} to {reports[-1]['finished']} UTC. "
-        f"Load average {first['machine']['loadavg_start'][0]:.1f} at the start of the first run. "
-        "Ratio (interquartile range), ✓/✗: goal met or not; each column's own table is beside this file.",
+        f"(CPU: {machine['cpu']}), torch {machine['torch']}, from {min(r['started'] for r in reports)} to "
+        f"{max(r['finished'] for r in reports)} UTC, load average {min(loads):.1f} to {max(loads):.1f}. "
+        "Ratio (interquartile range), ✓/✗: goal met or not; each run's own table is beside this file.",
         "",
-        "| row | " + " | ".join(_column(report) for report in reports) + " |",
-        "| --- |" + " --- |" * len(reports),
+        "| row | " + " | ".join(columns) + " |",
+        "| --- |" + " --- |" * len(columns),
     ]
     for label in labels:
-        lines.append(f"| {label} | " + " | ".join(_cell(rows.get(label)) for rows in by_label) + " |")
+        lines.append(f"| {label} | " + " | ".join(_cell(rows.get(label)) for rows in columns.values()) + " |")
     return "\n".join(lines) + "\n"
 
 

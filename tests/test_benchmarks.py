@@ -265,3 +265,13 @@ def test_a_run_with_more_threads_or_a_tag_names_its_files_after_them(tmp_path: P
     report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", "flops", "--threads", "2", "--tag", "flops"])
     assert report["name"] == "tiny-2threads-flops" and (tmp_path / "tiny-2threads-flops.md").is_file()
     torch.set_num_threads(1)
+
+
+def test_the_summary_merges_runs_of_one_setting_into_one_column(tmp_path: Path) -> None:
+    from benchmarks.table import summary
+
+    reports = [run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", group, "--tag", group])
+               for group in ("flops", "beam")]
+    table = summary(reports)
+    assert "| row | float32 |" in table
+    assert all(f"| {row['label']} | " in table for report in reports for row in report["rows"])
