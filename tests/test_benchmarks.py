@@ -102,7 +102,7 @@ def test_the_marian_row_says_how_to_install_transformers_when_it_is_missing(monk
 def test_unknown_workloads_and_sizes_are_rejected_with_the_choices() -> None:
     with pytest.raises(ConfigError, match="expected transformer/"):
         build("lstm/fast", get_sizes("tiny"))
-    with pytest.raises(ConfigError, match="choose one of tiny, small, paper"):
+    with pytest.raises(ConfigError, match="choose one of tiny, small, wmt_base, paper"):
         get_sizes("huge")
     with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
         build("transformer/nope", get_sizes("tiny"))
