@@ -149,6 +149,13 @@ def machine_info() -> dict[str, Any]:
         "loadavg": list(os.getloadavg()),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+    if torch.cuda.is_available():
+        # Which attention kernels scaled_dot_product_attention may pick (flash needs no arbitrary mask).
+        info["sdpa_kernels_enabled"] = {
+            "flash": torch.backends.cuda.flash_sdp_enabled(),
+            "memory_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+            "math": torch.backends.cuda.math_sdp_enabled(),
+        }
     try:
         import transformers
 

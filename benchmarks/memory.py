@@ -1,6 +1,8 @@
 """Peak resident memory of one workload, measured alone in a fresh Python process.
 
-The process imports everything, reads its resident set size (``VmRSS``), builds the
+The process imports the libraries that the workload's kind of row needs on either side
+(:func:`preload`: ``transformers`` for beam search, Lightning for the end-to-end rows, ...), reads
+its resident set size (``VmRSS``), builds the
 workload and runs it a few times, then reads its high-water mark (``VmHWM``, the peak RSS
 since the process started). The figure reported is the peak's increase over the
 after-import baseline: the model, its gradients and optimizer state, the data and the
@@ -40,6 +42,33 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field} (peak memory needs Linux)")
 
 
+_END_TO_END = ("lightning.pytorch", "skipln.tasks.translation", "skipln.data.translation", "benchmarks.endtoend")
+#: Imported before the baseline is read, by both sides of a row alike (by the workload name's first
+#: part): a library's import is not the workload's memory.
+PRELOAD: dict[str, tuple[str, ...]] = {
+    "beam": ("transformers",),
+    "resnet": ("torchvision",),
+    "fit": _END_TO_END,
+    "corpus": _END_TO_END,
+    "data": _END_TO_END,
+    "tokenize": _END_TO_END,
+}
+
+
+def preload(name: str) -> list[str]:
+    """Import what :data:`PRELOAD` lists for workload ``name`` (those installed); returns the modules imported."""
+    import importlib
+
+    done = []
+    for name in PRELOAD.get(name.split("/")[0], ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        done.append(name)
+    return done
+
+
 def measure_here(size: str, name: str, runs: int, threads: int, settings: Settings | None = None) -> dict[str, Any]:
     """Build and run workload ``name`` in this process; the peak memory over the baseline, in MiB."""
     import torch
@@ -51,6 +80,7 @@ def measure_here(size: str, name: str, runs: int, threads: int, settings: Settin
     settings = settings or Settings()
     on_gpu = settings.device_type == "cuda"
     torch.set_num_threads(threads)
+    preload(name)
     baseline = _status_kib("VmRSS")
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(settings.device)

@@ -3,11 +3,10 @@
 * :class:`TorchSeq2Seq` — ``torch.nn.Transformer`` (Post-LN, batch first) with what a
   translation model adds around it: token embeddings scaled by ``sqrt(d)``, sinusoidal
   positions, dropout, and an output projection, as the PyTorch tutorials write it.
-* :class:`ReferenceResNet` — the CIFAR ResNet of He et al. 2016 as it is commonly written
-  (e.g. the widely used ``akamaster/pytorch_resnet_cifar10``): a basic block computing
-  ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` with the option-A shortcut.
+* :class:`TorchvisionCifarResNet` — the CIFAR ResNet of He et al. 2016 assembled from
+  torchvision's ``BasicBlock``, so the blocks that do the work come from a library, not from us.
 
-Neither imports skipln: they are what a researcher would write instead of using it.
+Neither imports skipln: they are what a researcher would use instead of it.
 """
 
 from __future__ import annotations
@@ -75,60 +74,40 @@ class TorchSeq2Seq(nn.Module):
         return self.out(h)
 
 
-class _OptionAShortcut(nn.Module):
-    """Subsample by 2 and zero-pad the channels (He et al.'s option A on CIFAR)."""
+class TorchvisionCifarResNet(nn.Module):
+    """CIFAR ResNet of depth ``6n + 2`` (ResNet-56: ``n = 9``) assembled from torchvision's own ``BasicBlock``.
 
-    def __init__(self, extra: int) -> None:
-        super().__init__()
-        self.extra = extra
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-
-
-class _BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = _OptionAShortcut(planes - in_planes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class ReferenceResNet(nn.Module):
-    """CIFAR ResNet of depth ``6n + 2`` (ResNet-56: ``n = 9``), 16/32/64 channels, option-A shortcuts."""
+    16/32/64 channels, a 3×3 stem with BN-ReLU, global average pooling and a linear classifier
+    (He et al. 2016's CIFAR network); where a stage halves the resolution, the shortcut is
+    torchvision's ``downsample``: a strided 1×1 convolution and BN (option B). Compare with
+    skipln's ``ResNet(depth, "basic", shortcut="B")``, which has the same parameters.
+    """
 
     def __init__(self, depth: int = 56, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
+        from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
+
         n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.stem = nn.Sequential(conv3x3(in_channels, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         in_planes = 16
         for stage, planes in enumerate((16, 32, 64)):
             for index in range(n):
                 stride = 2 if stage > 0 and index == 0 else 1
-                layers.append(_BasicBlock(in_planes, planes, stride))
+                downsample = None
+                if stride != 1 or in_planes != planes:
+                    downsample = nn.Sequential(conv1x1(in_planes, planes, stride), nn.BatchNorm2d(planes))
+                layers.append(BasicBlock(in_planes, planes, stride, downsample))
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
-        self.linear = nn.Linear(64, num_classes)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight)
+        self.fc = nn.Linear(64, num_classes)
+        for module in self.modules():  # torchvision's ResNet initialisation
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layers(out)
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.linear(out)
+        out = self.layers(self.stem(x))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-__all__ = ["ReferenceResNet", "TorchSeq2Seq", "sinusoidal_table"]
+__all__ = ["TorchSeq2Seq", "TorchvisionCifarResNet", "sinusoidal_table"]

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides of every row run there)")
     parser.add_argument("--precision", default="32", choices=list(PRECISIONS), help="32 or bf16-mixed (torch.autocast)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the trained models of both sides")
+    parser.add_argument("--tag", default=None, help="added to the files' names (e.g. a run of some groups: small-resnet.md)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
     started = _now()
     machine = machine_info()
-    rows = [run_row(spec, sizes, settings) for spec in row_specs(sizes, args.groups)]
+    rows = [run_row(spec, sizes, settings) for spec in row_specs(sizes, args.groups, settings)]
     if not args.no_memory:
         add_memory(rows, args.size, args.threads, settings)
     machine["loadavg_start"] = machine.pop("loadavg")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "command": command.strip(),
         "size": args.size,
-        "name": args.size + settings.suffix,
+        "name": args.size + settings.suffix + (f"-{args.threads}threads" if args.threads != 1 else "") + (f"-{args.tag}" if args.tag else ""),
         "settings": dataclasses.asdict(settings),
         "sizes": vars(sizes),
         "started": started,

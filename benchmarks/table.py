@@ -31,9 +31,14 @@ def _memory(side: dict[str, Any]) -> str:
 def _status(row: dict[str, Any]) -> str:
     if "skipped" in row:
         return f"**not measured**: {row['skipped']}"
+    work = row.get("equal_work")
+    equal = ""
+    if work is not None:
+        same = "equal" if work["equal"] else "**unequal**"
+        equal = f"; {same} work ({work['key']} {work['ours']} / {work['reference']})"
     if row["met"] is None:
-        return "(no goal)"
-    return "met" if row["met"] else "**not met**"
+        return "(no goal)" + equal
+    return ("met" if row["met"] else "**not met**") + equal
 
 
 def _settings(report: dict[str, Any]) -> str:
@@ -79,6 +84,63 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _column(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    precision = "float32" if settings["precision"] == "32" else settings["precision"]
+    threads = report["machine"]["torch_threads"]
+    return precision + (", compiled" if settings["compile"] else "") + (f", {threads} threads" if threads != 1 else "")
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "—"
+    if "skipped" in row:
+        return "not measured"
+    low, high = row["ratio_quartiles"]
+    mark = "" if row["met"] is None else (" ✓" if row["met"] else " ✗")
+    goal = f" (goal {row['goal']})" if row["goal"] else ""
+    return f"{row['ratio']:.3f} ({low:.2f}–{high:.2f}){mark}{goal}"
+
+
+def summary(reports: list[dict[str, Any]], command: str = "python -m benchmarks.gpu") -> str:
+    """One table of several runs' ratios, a column per setting (runs of the same setting, e.g. of other groups, share one)."""
+    first = reports[0]
+    machine = first["machine"]
+    columns: dict[str, dict[str, dict[str, Any]]] = {}
+    labels: list[str] = []
+    for report in reports:
+        column = columns.setdefault(_column(report), {})
+        for row in report["rows"]:
+            column[row["label"]] = row
+            if row["label"] not in labels:
+                labels.append(row["label"])
+    loads = [report["machine"]["loadavg_start"][0] for report in reports] + [report["machine"]["loadavg_end"][0] for report in reports]
+    lines = [
+        f"Measured with `{command}` ({first['size']} sizes) on {machine['cuda'] or machine['cpu']} "
+        f"(CPU: {machine['cpu']}), torch {machine['torch']}, from {min(r['started'] for r in reports)} to "
+        f"{max(r['finished'] for r in reports)} UTC, load average {min(loads):.1f} to {max(loads):.1f}. "
+        "Ratio (interquartile range), ✓/✗: goal met or not; each run's own table is beside this file.",
+        "",
+        "| row | " + " | ".join(columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(_cell(rows.get(label)) for rows in columns.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.table OUT.md RUN.json ...``: the summary of runs already made."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        raise SystemExit("usage: python -m benchmarks.table OUT.md RUN.json [RUN.json ...]")
+    reports = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args[1:]]
+    command = "; ".join(report["command"] for report in reports)
+    Path(args[0]).write_text(summary(reports, command), encoding="utf-8")
+
+
 def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` into ``out`` (``small``, ``small-bf16``, ...); return their paths."""
     out.mkdir(parents=True, exist_ok=True)
@@ -90,4 +152,7 @@ def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-__all__ = ["markdown", "write"]
+__all__ = ["main", "markdown", "summary", "write"]
+
+if __name__ == "__main__":
+    main()

@@ -45,8 +45,9 @@ class MarkovModel:
     def encode(self, src_tokens: Tensor, src_lengths: Tensor) -> Tensor:
         return src_lengths
 
-    def decode(self, prev_output_tokens: Tensor, encoder_out: Any) -> Tensor:
-        return self.table[prev_output_tokens]
+    def decode(self, prev_output_tokens: Tensor, encoder_out: Any, last_only: bool = False) -> Tensor:
+        logits = self.table[prev_output_tokens]
+        return logits[:, -1:] if last_only else logits
 
     def new_cache(self) -> None:
         return None

@@ -106,6 +106,18 @@ def test_decoder_rows_may_be_a_multiple_of_the_encoder_batch() -> None:
     torch.testing.assert_close(grouped, repeated)
 
 
+def test_decode_last_only_projects_just_the_last_position_onto_the_vocabulary() -> None:
+    # A search without a cache reads only the newest position: the others' projection is wasted work.
+    model = tiny()
+    src, lengths, prev = tokens(2, 6), torch.tensor([6, 3]), tokens(2, 5)
+    encoder_out = model.encode(src, lengths)
+    projected: list[tuple[int, ...]] = []
+    model.output_projection.register_forward_hook(lambda _m, args, _out: projected.append(tuple(args[0].shape)))
+    last = model.decode(prev, encoder_out, last_only=True)
+    torch.testing.assert_close(last, model.decode(prev, encoder_out)[:, -1:])
+    assert projected[0] == (2, 1, 16)
+
+
 def test_sequences_beyond_max_positions_are_rejected_with_advice() -> None:
     model = tiny(max_positions=8)
     with pytest.raises(ConfigError, match="max_positions"):

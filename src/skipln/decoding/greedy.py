@@ -33,7 +33,7 @@ class IncrementalSeq2Seq(Protocol):
 
     def encode(self, src_tokens: Tensor, src_lengths: Tensor) -> Any: ...
 
-    def decode(self, prev_output_tokens: Tensor, encoder_out: Any) -> Tensor: ...
+    def decode(self, prev_output_tokens: Tensor, encoder_out: Any, last_only: bool = False) -> Tensor: ...
 
     def new_cache(self) -> Any: ...
 
@@ -107,7 +107,7 @@ def next_log_probs(
         forced_eos: ``(rows,)`` rows that must end now (their maximum length is reached).
     """
     if cache is None:
-        logits = model.decode(tokens[:, : step + 1], encoder_out)[:, -1]
+        logits = model.decode(tokens[:, : step + 1], encoder_out, last_only=True)[:, -1]
     else:
         logits = model.decode_step(tokens[:, step], encoder_out, cache, step)
     lprobs = F.log_softmax(logits.float(), dim=-1)

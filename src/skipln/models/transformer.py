@@ -451,7 +451,7 @@ class Transformer(nn.Module):
 
     # ----------------------------------------------------------------------- decoder
 
-    def _decoder(self, tokens: Tensor, encoder_out: EncoderOut, cache: DecoderCache | None, start: int) -> Tensor:
+    def _decoder(self, tokens: Tensor, encoder_out: EncoderOut, cache: DecoderCache | None, start: int, last_only: bool = False) -> Tensor:
         if tokens.shape[0] % encoder_out.states.shape[0] != 0:
             raise ValueError(
                 f"Transformer: the decoder's batch ({tokens.shape[0]} rows) must be a multiple of the encoder's "
@@ -461,7 +461,9 @@ class Transformer(nn.Module):
         h = self.decoder_boundary.enter(self.decoder_embed(tokens, start))
         for i, layer in enumerate(self.decoder_layers):
             h = layer(h, encoder_out.states, key_mask, None if cache is None else cache.layers[i])
-        return self.output_layer(self.decoder_boundary(h))
+        h = self.decoder_boundary(h)
+        # The vocabulary projection is the largest matmul of a decoder step: skip the positions nobody reads.
+        return self.output_layer(h[:, -1:] if last_only else h)
 
     def output_layer(self, x: Tensor) -> Tensor:
         """Project decoder states to vocabulary logits."""
@@ -469,15 +471,16 @@ class Transformer(nn.Module):
             return F.linear(x, self.decoder_embed.tokens.weight)
         return self.output_projection(x)
 
-    def decode(self, prev_output_tokens: Tensor, encoder_out: EncoderOut) -> Tensor:
+    def decode(self, prev_output_tokens: Tensor, encoder_out: EncoderOut, last_only: bool = False) -> Tensor:
         """Logits ``(rows, target_time, vocab)`` for every target position at once (teacher forcing).
 
         ``rows`` may be a multiple ``k`` of the encoder's batch: rows ``i·k … i·k + k − 1``
         then read sentence ``i``. Right padding needs no mask: under the causal mask a real
-        position never sees a later one.
+        position never sees a later one. ``last_only``: logits ``(rows, 1, vocab)`` of the
+        last position alone (a search without a cache needs no other).
         """
         _check_tokens("prev_output_tokens", prev_output_tokens)
-        return self._decoder(prev_output_tokens, encoder_out, None, 0)
+        return self._decoder(prev_output_tokens, encoder_out, None, 0, last_only)
 
     def new_cache(self) -> DecoderCache:
         """An empty incremental state for :meth:`decode_step`."""
