@@ -160,7 +160,11 @@ def check_optimizer(model: LightningModule) -> None:
     try:
         optimizer([torch.nn.Parameter(torch.zeros(1))])
     except ValueError as error:
-        raise ConfigError(f"model.init_args.optimizer: {error}: give a valid value") from error
+        # torch's messages name the quantity ("Invalid learning rate: -1.0"), not the argument: name it for the user.
+        given = getattr(optimizer, "keywords", {}) or {}
+        negative = [k for k, v in given.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0]
+        where = f"optimizer.init_args.{negative[0]}" if len(negative) == 1 else "optimizer"
+        raise ConfigError(f"model.init_args.{where}: {error}: give a valid value") from error
 
 
 def linked_data_values() -> list[str]:
