@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""Build the embedded English→German corpus from the German translation catalogs of Debian packages.
+"""Build the embedded English→German corpora from the German translation catalogs of Debian packages.
 
-What it makes: ``src/skipln/resources/gettext_en_de/{train,valid,test}.{en,de}.gz`` (one
-sentence per line, line i of ``.en`` translates to line i of ``.de``), ``MANIFEST`` (the exact
-package versions and every count) and ``NOTICE`` (where the text comes from, under which
-licences). The text is real: the messages of coreutils, bash, apt, dpkg, git, … and the German
+Two corpora, one recipe (``--corpus``):
+
+- ``quickstart`` (the default): ``src/skipln/resources/gettext_en_de/``, 19 core packages,
+  ~9.9k pairs; the translation quickstart's data.
+- ``large``: ``src/skipln/resources/gettext_en_de_large/``, 72 packages (the 19 and the
+  catalogs of gcc, LibreOffice, VLC, GTK, GnuCash, freeciv, iso-codes, …), ~70k pairs; the
+  depth study's data (``configs/transformer/gettext_large_*.yaml``).
+
+What each holds: ``{train,valid,test}.{en,de}.gz`` (one sentence per line, line i of ``.en``
+translates to line i of ``.de``: fairseq's layout, so ``--out data/…`` gives a folder any
+``data_dir`` can read), ``MANIFEST`` (the exact package versions and every count) and
+``NOTICE`` (where the text comes from, under which licences). The text is real: the messages of coreutils, bash, apt, dpkg, git, … and the German
 their translators wrote. It is software-message text, not talks: good for a quickstart and for
 convergence tests, not for comparing BLEU with IWSLT or WMT.
 
@@ -13,6 +21,8 @@ are needed, nothing is installed)::
 
     sudo apt-get update                       # once, so apt knows the current versions
     python scripts/build_gettext_corpus.py    # downloads the .debs into a temp dir
+    python scripts/build_gettext_corpus.py --corpus large                     # ~140 MB of .debs
+    python scripts/build_gettext_corpus.py --corpus large --out data/gettext_en_de_large
 
     # or from .deb files you already have (e.g. the exact versions named in MANIFEST):
     python scripts/build_gettext_corpus.py --debs path/to/debs/
@@ -23,10 +33,15 @@ the gzip headers carry no time stamp, so the same .debs give byte-identical file
 rebuild may fetch newer package versions (Debian point releases) and so a slightly different
 corpus; MANIFEST records which versions a corpus came from.
 
-Steps: download → ``dpkg-deb -x`` → parse every ``usr/share/locale/de/*/*.mo`` (our own
-reader of the GNU .mo format below, standard library only) → keep singular msgid/msgstr pairs
+The package lists name Debian 12 (bookworm) packages (``gcc-12-locales``, ``postgresql-client-15``
+carry their release's version in the name); on another release, adjust those two names.
+
+Steps: download → ``dpkg-deb -x`` → parse every German catalog, ``…/de/LC_*/*.mo`` (usually
+under ``usr/share/locale``; LibreOffice and Vim keep theirs elsewhere; our own reader of the
+GNU .mo format below, standard library only) → keep singular msgid/msgstr pairs
 → clean and filter (see :func:`clean`) → one German per English message (the most frequent,
-then the smallest) → split by a hash of the English side (93 / 3.5 / 3.5 %) → write.
+then the smallest) → split by a hash of the English side (quickstart 93 / 3.5 / 3.5 %, large
+96 / 2 / 2 %) → write.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -70,14 +86,98 @@ PACKAGES: tuple[str, ...] = (
     "wget",
 )
 
+# The large corpus: the quickstart's packages and every Debian 12 package found to carry a
+# sizeable German catalog of sentence-like messages (system tools, compilers, desktop programs,
+# a game, the ISO code lists), ~70k pairs in all.
+LARGE_PACKAGES: tuple[str, ...] = PACKAGES + (
+    "a2ps",
+    "aptitude-common",
+    "aspell",
+    "binutils-common",
+    "bison",
+    "cpio",
+    "cryptsetup-bin",
+    "debconf-i18n",
+    "diction",
+    "enscript",
+    "evince-common",
+    "evolution-data-server-common",
+    "flex",
+    "freeciv-data",
+    "gawk",
+    "gcc-12-locales",
+    "gedit-common",
+    "gnome-control-center-data",
+    "gnucash-common",
+    "gnupg-l10n",
+    "grub-common",
+    "iso-codes",
+    "kbd",
+    "krb5-locales",
+    "libglib2.0-data",
+    "libgpg-error-l10n",
+    "libgtk-3-common",
+    "libreoffice-l10n-de",
+    "libsane-common",
+    "login",
+    "lynx-common",
+    "m4",
+    "man-db",
+    "mc-data",
+    "mutt",
+    "nano",
+    "nautilus-data",
+    "network-manager",
+    "postgresql-client-15",
+    "psmisc",
+    "recode",
+    "shared-mime-info",
+    "sharutils",
+    "subversion",
+    "sudo",
+    "synaptic",
+    "systemd",
+    "texinfo",
+    "vim-runtime",
+    "vlc-l10n",
+    "wdiff",
+    "xfsprogs",
+    "xkb-data",
+)
+
+# The licence of each program whose catalog the large corpus reads (its catalogs are
+# distributed under it); each package's usr/share/doc/<package>/copyright is authoritative.
+LICENCES: dict[str, str] = {
+    "GPL-3.0-or-later": "coreutils bash tar grep sed findutils diffutils gettext make wget gcc-12-locales "
+    "binutils-common gnupg-l10n bison m4 gawk cpio a2ps enscript texinfo sharutils wdiff nano mc-data "
+    "grub-common nautilus-data diction",
+    "GPL-2.0-or-later": "apt libapt-pkg6.0 dpkg procps aptitude-common synaptic man-db mutt network-manager "
+    "freeciv-data gnucash-common evince-common gedit-common gnome-control-center-data cryptsetup-bin kbd psmisc "
+    "libsane-common recode",
+    "GPL-2.0-only": "git lynx-common xfsprogs",
+    "GPL-2.0 with parts under LGPL or BSD-style licences": "util-linux-locales e2fsprogs-l10n",
+    "LGPL-2.1-or-later": "libc-l10n gettext-base iso-codes libglib2.0-data libgtk-3-common libgpg-error-l10n "
+    "systemd aspell",
+    "LGPL-2.0-or-later": "evolution-data-server-common",
+    "GPL-2.0-or-later (shared-mime-info's database)": "shared-mime-info",
+    "GPL-2.0-or-later and LGPL-2.1-or-later (VLC's modules and libVLC)": "vlc-l10n",
+    "MPL-2.0 (LibreOffice)": "libreoffice-l10n-de",
+    "Apache-2.0": "subversion",
+    "PostgreSQL licence (BSD-style)": "postgresql-client-15",
+    "MIT-style (X11 licences)": "xkb-data krb5-locales",
+    "ISC": "sudo",
+    "BSD-3-clause (shadow)": "login",
+    "BSD-2-clause (debconf)": "debconf-i18n",
+    "BSD-style (the flex licence)": "flex",
+    "the Vim licence (GPL-compatible)": "vim-runtime",
+}
+
 LANGUAGE = "de"
 MAX_CHARS = 160  # per side, after whitespace normalisation: longer entries are help screens
 MAX_RATIO = 3.0  # a German side 3× longer or shorter than the English is rarely a translation
 SPLIT_BUCKETS = 10_000
-# ~10k pairs survive the cleaning; 3.5 % each gives valid and test sets of ~350 pairs.
-VALID_BUCKETS = 350  # hash bucket < 350 → valid (3.5 %)
-TEST_BUCKETS = 700  # 350 ≤ bucket < 700 → test (3.5 %); the rest → train
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "skipln" / "resources" / "gettext_en_de"
+RESOURCES = Path(__file__).resolve().parents[1] / "src" / "skipln" / "resources"
+
 
 # printf conversions (%s, %5.2f, %1$s, %-*d, %lu, %zu, %'d, %<PRIu64>, %%, and the programs'
 # own letters such as e2fsck's %N), Python/C# braces ({}, {0}, {name}), shell variables ($1,
@@ -94,9 +194,53 @@ _PLACEHOLDER = re.compile(
 _MARKUP = re.compile(r"<[A-Za-z/!?][^<>]*>|&[A-Za-z]+;|&#\d+;")
 # GTK/Qt accelerators: "_Open", "&Save". Terminal programs rarely have them; catch them anyway.
 _ACCELERATOR = re.compile(r"(^|[\s(])_[A-Za-z]|&[A-Za-z]")
+# freeciv's disambiguation prefix ("?unit:Settlers"), which the program strips before printing.
+_QUALIFIER = re.compile(r"^\?[\w ]+:")
+# What the large corpus's desktop programs and compilers add (the quickstart's recipe predates
+# these filters and keeps its exact output without them): accelerators inside a word (GTK's
+# "Ö_ffnen", LibreOffice's "~Öffnen", "S~chließen"), identifiers (gtk_widget_show, MH_BUNDLE),
+# gcc's quotes around code (%<…%>) and LibreOffice's variables ($(ARG1)).
+DESKTOP_FILTERS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"[^\W_]_[^\W_]|~[^\W\d_]"),
+    re.compile(r"%[<>]"),
+    re.compile(r"\$\(\w"),
+)
 _WHITESPACE = re.compile(r"\s+")
 _LETTER = re.compile(r"[^\W\d_]")
 
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one corpus is made of: its packages, its split and where it goes."""
+
+    name: str
+    packages: tuple[str, ...]
+    valid_buckets: int  # hash bucket < valid_buckets → valid
+    test_buckets: int  # valid_buckets ≤ bucket < test_buckets → test; the rest → train
+    use: str  # the NOTICE's last section: what the corpus is for
+    filters: tuple[re.Pattern[str], ...] = ()  # dropped beyond what clean() always drops
+
+    @property
+    def default_out(self) -> Path:
+        return RESOURCES / self.name
+
+
+RECIPES: dict[str, Recipe] = {
+    # ~10k pairs survive the cleaning; 3.5 % each gives valid and test sets of ~350 pairs.
+    "quickstart": Recipe("gettext_en_de", PACKAGES, 350, 700, ""),
+    # ~70k pairs; 2 % each gives ~1.4k pairs, enough for BLEU without slowing validation down.
+    "large": Recipe(
+        "gettext_en_de_large",
+        LARGE_PACKAGES,
+        200,
+        400,
+        "Software messages, not conversation: short (about 5 words on average), technical; menu\n"
+        "labels, compiler diagnostics, language and country names, a game's texts. Large enough\n"
+        "to train deeper Transformers (the depth study) without overfitting in a few epochs;\n"
+        "not for comparing BLEU with IWSLT, WMT or published results.\n",
+        DESKTOP_FILTERS,
+    ),
+}
 
 @dataclass(frozen=True)
 class Catalog:
@@ -159,15 +303,18 @@ def singular_pairs(entries: list[tuple[bytes, bytes]]) -> Iterator[tuple[str, st
         yield english.decode(charset, errors="strict"), german.decode(charset, errors="strict")
 
 
-def clean(english: str, german: str) -> tuple[str, str] | None:
+def clean(english: str, german: str, filters: tuple[re.Pattern[str], ...] = ()) -> tuple[str, str] | None:
     """The pair with normalised whitespace, or None where it is no usable sentence pair.
 
-    Dropped: templates (printf/brace/shell placeholders), markup, accelerators, multi-line
+    Normalised: freeciv's ``?qualifier:`` prefix is removed. Dropped: templates
+    (printf/brace/shell placeholders), markup, accelerators, whatever one of ``filters`` finds
+    (e.g. :data:`DESKTOP_FILTERS`), multi-line
     entries (help screens, usage blocks), control characters, entries without letters, untranslated or identical
     pairs, entries over MAX_CHARS, and pairs whose lengths differ more than MAX_RATIO-fold.
     """
-    raw = (english, german)
-    if any(_PLACEHOLDER.search(s) or _MARKUP.search(s) or _ACCELERATOR.search(s) for s in raw):
+    raw = (_QUALIFIER.sub("", english, count=1), _QUALIFIER.sub("", german, count=1))
+    patterns = (_PLACEHOLDER, _MARKUP, _ACCELERATOR) + filters
+    if any(pattern.search(s) for pattern in patterns for s in raw):
         return None
     # One trailing newline is common in messages printed with a "\n"; more is a text block.
     if any(s.strip().count("\n") > 0 or "\t" in s.strip() for s in raw):
@@ -200,20 +347,37 @@ def download(packages: Iterable[str], into: Path) -> None:
         )
 
 
+def german_catalogs(root: Path) -> list[Path]:
+    """The German catalogs in an unpacked package, ``…/de/LC_<category>/<domain>.mo``, sorted by path.
+
+    Most live under ``usr/share/locale``; LibreOffice's under ``usr/lib/libreoffice/…/resource``,
+    Vim's under ``usr/share/vim/…/lang``. Regional variants (``de_AT``, ``de_CH``) are not read.
+    """
+    found = (mo for mo in root.rglob("*.mo") if mo.parent.name.startswith("LC_") and mo.parent.parent.name == LANGUAGE)
+    return sorted(found, key=lambda mo: str(mo.relative_to(root)))
+
+
+def read_tree(root: Path, package: str, version: str) -> list[Catalog]:
+    """The German catalogs of one package unpacked at ``root``."""
+    return [
+        Catalog(package, version, str(mo.relative_to(root)), tuple(singular_pairs(read_mo(mo.read_bytes()))))
+        for mo in german_catalogs(root)
+    ]
+
+
 def read_catalogs(debs: list[Path], work: Path) -> list[Catalog]:
-    """Extract each .deb and read its German catalogs, in sorted order."""
+    """Unpack each .deb (one at a time: some are large) and read its German catalogs, in sorted order."""
     catalogs = []
     for deb in sorted(debs, key=lambda p: p.name):
         package, version = deb_field(deb, "Package"), deb_field(deb, "Version")
         root = work / package
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        for mo in sorted((root / "usr" / "share" / "locale" / LANGUAGE).glob("*/*.mo")):
-            pairs = tuple(singular_pairs(read_mo(mo.read_bytes())))
-            catalogs.append(Catalog(package, version, str(mo.relative_to(root)), pairs))
+        catalogs += read_tree(root, package, version)
+        shutil.rmtree(root)
     return catalogs
 
 
-def choose(catalogs: list[Catalog]) -> tuple[dict[str, str], dict[str, int]]:
+def choose(catalogs: list[Catalog], filters: tuple[re.Pattern[str], ...] = ()) -> tuple[dict[str, str], dict[str, int]]:
     """One German per English message, and the number of pairs each catalog kept after cleaning.
 
     Where catalogs disagree, the most frequent German wins, ties going to the smallest string:
@@ -222,7 +386,7 @@ def choose(catalogs: list[Catalog]) -> tuple[dict[str, str], dict[str, int]]:
     votes: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     kept: dict[str, int] = {}
     for catalog in catalogs:
-        cleaned = [pair for pair in (clean(en, de) for en, de in catalog.pairs) if pair is not None]
+        cleaned = [pair for pair in (clean(en, de, filters) for en, de in catalog.pairs) if pair is not None]
         kept[f"{catalog.package}:{catalog.path}"] = len(cleaned)
         for en, de in cleaned:
             votes[en][de] += 1
@@ -230,12 +394,12 @@ def choose(catalogs: list[Catalog]) -> tuple[dict[str, str], dict[str, int]]:
     return chosen, kept
 
 
-def split_of(english: str) -> str:
+def split_of(english: str, recipe: Recipe = RECIPES["quickstart"]) -> str:
     """The split of a pair, from a hash of its English side (stable across runs and machines)."""
     bucket = int.from_bytes(hashlib.sha256(english.encode("utf-8")).digest()[:8], "big") % SPLIT_BUCKETS
-    if bucket < VALID_BUCKETS:
+    if bucket < recipe.valid_buckets:
         return "valid"
-    if bucket < TEST_BUCKETS:
+    if bucket < recipe.test_buckets:
         return "test"
     return "train"
 
@@ -280,11 +444,58 @@ models; not for comparing BLEU with IWSLT, WMT or published results.
 """
 
 
+def licence_of(package: str) -> str | None:
+    """The licence LICENCES records for ``package``, or None."""
+    for licence, packages in LICENCES.items():
+        if package in packages.split():
+            return licence
+    return None
+
+
+def notice(recipe: Recipe, packages: list[str]) -> str:
+    """The NOTICE of a corpus: the quickstart's fixed text, or one listing each package's licence."""
+    if recipe.name == RECIPES["quickstart"].name:
+        return NOTICE
+    unknown = sorted(p for p in packages if licence_of(p) is None)
+    if unknown:
+        sys.exit(f"no licence recorded for {', '.join(unknown)}: add each to LICENCES in {Path(__file__).name}")
+    title = f"{recipe.name} — English→German sentence pairs from Debian packages' German translation catalogs"
+    origin = NOTICE[NOTICE.index("Origin\n") : NOTICE.index("Licences\n")]
+    origin = origin.replace("usr/share/locale/de/LC_*/*.mo", "…/de/LC_*/*.mo")
+    lines = [title, "=" * len(title), "", origin.rstrip("\n"), "", "Licences", "--------"]
+    lines += [
+        "Translation catalogs are distributed under the licence of the program they belong to (a",
+        "catalog's header typically says \"distributed under the same license as the ... package\"). By",
+        "package (each package's usr/share/doc/<package>/copyright gives the authoritative terms):",
+        "",
+    ]
+    grouped: dict[str, list[str]] = collections.defaultdict(list)
+    for package in sorted(set(packages)):
+        grouped[licence_of(package)].append(package)  # type: ignore[index]
+    for licence in LICENCES:
+        if grouped.get(licence):
+            lines.append(textwrap.fill(f"- {licence}: {', '.join(grouped[licence])}", width=96, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False))
+    lines += [
+        "",
+        "These data files are derived from those catalogs and are distributed under the same terms;",
+        "they are not covered by this repository's MIT licence.",
+        "",
+        "Use",
+        "---",
+        recipe.use.rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def manifest(
-    debs: list[Path], catalogs: list[Catalog], kept: dict[str, int], splits: dict[str, list[tuple[str, str]]]
+    recipe: Recipe,
+    debs: list[Path],
+    catalogs: list[Catalog],
+    kept: dict[str, int],
+    splits: dict[str, list[tuple[str, str]]],
 ) -> str:
     lines = [
-        "# gettext_en_de: English→German pairs from Debian's German translation catalogs.",
+        f"# {recipe.name}: English→German pairs from Debian's German translation catalogs.",
         "# Built by scripts/build_gettext_corpus.py; see NOTICE for origin and licences.",
         "",
         "[packages]  # name, version, sha256 of the .deb",
@@ -305,30 +516,46 @@ def manifest(
     return "\n".join(lines) + "\n"
 
 
-def build(debs: list[Path], out: Path) -> dict[str, int]:
-    with tempfile.TemporaryDirectory(prefix="gettext_en_de_") as tmp:
-        catalogs = read_catalogs(debs, Path(tmp))
-    if not catalogs:
-        sys.exit(f"no German catalogs (usr/share/locale/{LANGUAGE}/*/*.mo) in the given .deb files")
-    chosen, kept = choose(catalogs)
+def split_pairs(chosen: dict[str, str], recipe: Recipe) -> dict[str, list[tuple[str, str]]]:
+    """The pairs of each split; inside a split ordered by hash, so neighbouring lines come from different programs."""
     splits: dict[str, list[tuple[str, str]]] = {"train": [], "valid": [], "test": []}
-    # Order inside a split: by hash, so neighbouring lines come from different programs.
     for en in sorted(chosen, key=lambda s: hashlib.sha256(s.encode("utf-8")).digest()):
-        splits[split_of(en)].append((en, chosen[en]))
+        splits[split_of(en, recipe)].append((en, chosen[en]))
+    return splits
+
+
+def write_splits(splits: dict[str, list[tuple[str, str]]], out: Path) -> None:
+    """``{split}.en.gz`` and ``{split}.de.gz`` for each split: fairseq's layout, gzipped."""
     out.mkdir(parents=True, exist_ok=True)
     for split, pairs in splits.items():
         write_gzip(out / f"{split}.en.gz", [en for en, _ in pairs])
         write_gzip(out / f"{split}.de.gz", [de for _, de in pairs])
-    (out / "MANIFEST").write_text(manifest(debs, catalogs, kept, splits), encoding="utf-8")
-    (out / "NOTICE").write_text(NOTICE, encoding="utf-8")
+
+
+def build(debs: list[Path], out: Path, recipe: Recipe = RECIPES["quickstart"]) -> dict[str, int]:
+    text = notice(recipe, [deb_field(deb, "Package") for deb in debs])  # before the slow part: it may fail
+    with tempfile.TemporaryDirectory(prefix="gettext_en_de_") as tmp:
+        catalogs = read_catalogs(debs, Path(tmp))
+    if not catalogs:
+        sys.exit(f"no German catalogs (…/{LANGUAGE}/LC_*/*.mo) in the given .deb files")
+    chosen, kept = choose(catalogs, recipe.filters)
+    splits = split_pairs(chosen, recipe)
+    write_splits(splits, out)
+    (out / "MANIFEST").write_text(manifest(recipe, debs, catalogs, kept, splits), encoding="utf-8")
+    (out / "NOTICE").write_text(text, encoding="utf-8")
     return {split: len(pairs) for split, pairs in splits.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--corpus", choices=sorted(RECIPES), default="quickstart", help="which corpus to build (default: quickstart)"
+    )
     parser.add_argument("--debs", type=Path, help="a folder of .deb files to read instead of downloading")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, help="output folder (default: src/skipln/resources/<corpus name>)")
     args = parser.parse_args(argv)
+    recipe = RECIPES[args.corpus]
+    out = args.out or recipe.default_out
     for tool in ("dpkg-deb",) + (() if args.debs else ("apt-get",)):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: this script runs on Debian or Ubuntu (or pass --debs on a system with dpkg-deb)")
@@ -336,12 +563,12 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.debs
         if folder is None:
             folder = Path(tmp)
-            download(PACKAGES, folder)
+            download(recipe.packages, folder)
         debs = sorted(folder.glob("*.deb"))
         if not debs:
             sys.exit(f"no .deb files in {folder}")
-        counts = build(debs, args.out)
-    print(f"wrote {args.out}: " + ", ".join(f"{split} {n} pairs" for split, n in counts.items()))
+        counts = build(debs, out, recipe)
+    print(f"wrote {out}: " + ", ".join(f"{split} {n} pairs" for split, n in counts.items()))
 
 
 if __name__ == "__main__":

@@ -23,13 +23,14 @@ from skipln.callbacks import DivergenceGuard
 from skipln.checkpoint_io import check_checkpoint
 from skipln.checkpoints import with_checkpoint_config
 from skipln.errors import ConfigError, explain_parser_error, explain_yaml_error, find_user_error
+from skipln.gradient_monitor import GradientMonitor
 from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Callbacks a run has one of: a later one (from the command line) replaces the default.
-SINGLE_CALLBACKS: tuple[type[Callback], ...] = (DivergenceGuard, ResumeState)
+SINGLE_CALLBACKS: tuple[type[Callback], ...] = (DivergenceGuard, ResumeState, GradientMonitor)
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 #: Values the data determines, set in the model from the instantiated data module (``source → target``).
 #: A link whose data module lacks the attribute, or whose model lacks the argument, is skipped; a

@@ -4,8 +4,9 @@
 write (``prepare-iwslt14.sh``, ``prepare-wmt14en2de.sh``): ``{split}.{lang}`` for the splits
 ``train``, ``valid`` and ``test``, one sentence per line, line ``i`` of the source file
 translating line ``i`` of the target file (plain text or ``.gz``). Without a folder it uses
-the English–German corpus embedded in the package (``gettext_en_de``: 9,898 pairs of software
-messages from Debian's German translation catalogs; see docs/data.md). It trains (or loads) a
+an English–German corpus embedded in the package (``embedded``: ``gettext_en_de``, 9,898 pairs of
+software messages from Debian's German translation catalogs, or ``gettext_en_de_large``, 71,651
+pairs from 72 packages; see docs/data.md). It trains (or loads) a
 joint sentencepiece vocabulary on the training split, tokenizes each split once, keeps the ids
 in memory and serves batches sized in tokens.
 
@@ -63,7 +64,10 @@ from skipln.errors import ConfigError, DataError
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 # Folder names that say nothing about the data set; run names use the parent's name instead.
 _GENERIC_FOLDERS = frozenset({"tmp", "data", "raw", "prep", "orig", "text", "corpus"})
-EMBEDDED_NAME = "gettext"
+# The embedded corpora (folders under skipln/resources) and the data-set name run names show for each.
+EMBEDDED_CORPORA: dict[str, str] = {"gettext_en_de": "gettext", "gettext_en_de_large": "gettext_large"}
+EmbeddedCorpus = Literal["gettext_en_de", "gettext_en_de_large"]
+DEFAULT_EMBEDDED: EmbeddedCorpus = "gettext_en_de"
 EMBEDDED_LANGS: tuple[str, ...] = ("en", "de")
 # Lines read and encoded at a time: bounds the Python strings and lists alive at once.
 _CHUNK = 100_000
@@ -80,9 +84,11 @@ def _empty_split(src_path: Path, tgt_path: Path, split: str) -> TranslationDataE
     )
 
 
-def embedded_corpus_dir() -> Path:
-    """The folder of the embedded English–German corpus inside the installed package."""
-    folder = resources.files("skipln") / "resources" / "gettext_en_de"
+def embedded_corpus_dir(corpus: str = DEFAULT_EMBEDDED) -> Path:
+    """The folder of an embedded English–German corpus (see :data:`EMBEDDED_CORPORA`) inside the installed package."""
+    if corpus not in EMBEDDED_CORPORA:
+        raise ConfigError(f"unknown embedded corpus {corpus!r}: choose one of {', '.join(EMBEDDED_CORPORA)}")
+    folder = resources.files("skipln") / "resources" / corpus
     if not isinstance(folder, Path):
         raise TranslationDataError(
             "the embedded corpus is only readable from an unpacked install of skipln (not from a zip): "
@@ -272,7 +278,10 @@ class TranslationDataModule(LightningDataModule):
 
     Args:
         data_dir: a folder with ``{train,valid,test}.{src_lang,tgt_lang}`` (plain or ``.gz``);
-            None uses the embedded English–German corpus.
+            None uses the embedded English–German corpus named by ``embedded``.
+        embedded: which embedded corpus a run without ``data_dir`` reads: ``gettext_en_de``
+            (the quickstart's 9,898 pairs) or ``gettext_en_de_large`` (71,651 pairs, for
+            deeper models).
         src_lang: the source language code, as in the file names.
         tgt_lang: the target language code.
         vocab_size: the size of the joint sentencepiece vocabulary trained on the training
@@ -289,7 +298,7 @@ class TranslationDataModule(LightningDataModule):
             vocabulary does not depend on it.
         predict_file: a text file of source sentences for ``predict``.
         name: the data set's name in run names; default ``gettext_<src>_<tgt>`` for the
-            embedded corpus, ``<folder name>_<src>_<tgt>`` otherwise (a generic folder name
+            embedded corpus (``gettext_large_<src>_<tgt>`` for the large one), ``<folder name>_<src>_<tgt>`` otherwise (a generic folder name
             such as ``tmp`` or ``data`` gives way to its parent's).
 
     Where the tokenizer is cached: for a user folder, in that folder if it is writable,
@@ -301,6 +310,7 @@ class TranslationDataModule(LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
+        embedded: EmbeddedCorpus = DEFAULT_EMBEDDED,
         src_lang: str = "en",
         tgt_lang: str = "de",
         vocab_size: int = 8000,
@@ -317,12 +327,17 @@ class TranslationDataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         _check_settings(src_lang, tgt_lang, vocab_size, model_type, max_tokens, max_positions, num_workers)
         self.embedded = data_dir is None
+        if not self.embedded and embedded != DEFAULT_EMBEDDED:
+            raise ConfigError(
+                f"data_dir={data_dir!r} and embedded={embedded!r} both name a corpus: unset data_dir to train on the "
+                "embedded corpus, or leave embedded at its default to read data_dir"
+            )
         if self.embedded and {src_lang, tgt_lang} != set(EMBEDDED_LANGS):
             raise ConfigError(
                 f"the embedded corpus is English–German: src_lang/tgt_lang must be 'en' and 'de' (either way round), "
                 f"got {src_lang!r} → {tgt_lang!r}. For other languages pass data_dir (see docs/data.md)."
             )
-        self.data_dir = embedded_corpus_dir() if self.embedded else Path(data_dir).expanduser()
+        self.data_dir = embedded_corpus_dir(embedded) if self.embedded else Path(data_dir).expanduser()
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
         self.vocab_size = vocab_size
         self.tokenizer_model = tokenizer_model
@@ -332,7 +347,7 @@ class TranslationDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.predict_file = predict_file
-        folder = EMBEDDED_NAME if self.embedded else _folder_name(self.data_dir)
+        folder = EMBEDDED_CORPORA[embedded] if self.embedded else _folder_name(self.data_dir)
         self._name = name or f"{folder}_{src_lang}_{tgt_lang}"
         self._tokenizer: SentencePieceTokenizer | None = None
         self._datasets: dict[str, PairDataset] = {}
