@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +89,12 @@ class Launcher:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / (f"{stage}.log" if attempt == 1 else f"{stage}-{attempt}.log")
             with log.open("wb") as sink, subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=self.root) as child:
-                while child.poll() is None:
-                    time.sleep(self.poll_seconds)
-                    poll()
+                while True:
+                    try:  # returns as soon as the child exits, so no stage waits out a polling interval
+                        child.wait(timeout=self.poll_seconds)
+                        break
+                    except subprocess.TimeoutExpired:
+                        poll()
             poll()
             client.log_artifact(run_id, str(log), artifact_path=LOG_ARTIFACT_DIR)
         _close(client, run_id, child.returncode)

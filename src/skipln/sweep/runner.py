@@ -153,7 +153,8 @@ class Sweep:
         tuner = tune.Tuner(
             tune.with_resources(trainable, self.resources.ray()),
             param_space={"run": tune.grid_search(list(range(len(specs))))},
-            tune_config=tune.TuneConfig(reuse_actors=False),
+            # One worker process serves trial after trial: each new one would import Ray, MLflow and skipln again.
+            tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=self.run_config(f"{self.grid.name}-results"),
         )
         errors = {}
