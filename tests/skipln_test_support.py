@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import io
 import os
+import sys
 import signal as signal_module
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import torch
 
@@ -108,3 +112,18 @@ class FaultAtStep(AtomicCheckpointIO):
         if self.fault == "kill":
             os.kill(os.getpid(), signal_module.SIGKILL)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@contextmanager
+def script_module(script: str, module_name: str) -> Iterator[ModuleType]:
+    """``scripts/<script>`` imported as ``module_name`` (scripts are not a package), removed again afterwards."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / script
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]

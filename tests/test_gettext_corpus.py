@@ -4,9 +4,7 @@ catalogs (on small inputs written here), and the committed large corpus the dept
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +13,7 @@ import pytest
 
 from skipln.data.translation import TranslationDataModule, embedded_corpus_dir
 from skipln.errors import ConfigError
+from skipln_test_support import script_module
 from test_translation_data import compile_mo
 
 LARGE = "gettext_en_de_large"
@@ -22,16 +21,8 @@ LARGE = "gettext_en_de_large"
 
 @pytest.fixture(scope="module")
 def builder() -> Iterator[ModuleType]:
-    path = Path(__file__).resolve().parents[1] / "scripts" / "build_gettext_corpus.py"
-    spec = importlib.util.spec_from_file_location("build_gettext_corpus_large", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with script_module("build_gettext_corpus.py", "build_gettext_corpus_large") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def write_mo(path: Path, entries: list[tuple[str, str]]) -> None:

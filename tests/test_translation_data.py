@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import re
 import struct
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -17,6 +15,7 @@ import torch
 from skipln.data.tokenizer import SentencePieceTokenizer
 from skipln.data.translation import TranslationDataError, TranslationDataModule, embedded_corpus_dir
 from skipln.errors import ConfigError, DataError
+from skipln_test_support import script_module
 
 # The sizes docs/data.md and MANIFEST state for the embedded corpus.
 EMBEDDED_SIZES = {"train": 9183, "valid": 358, "test": 357}
@@ -370,16 +369,8 @@ def test_the_tokenizer_is_available_before_setup(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def builder() -> Iterator[ModuleType]:
-    path = Path(__file__).resolve().parents[1] / "scripts" / "build_gettext_corpus.py"
-    spec = importlib.util.spec_from_file_location("build_gettext_corpus", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
+    with script_module("build_gettext_corpus.py", "build_gettext_corpus") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def compile_mo(entries: list[tuple[bytes, bytes]], byteorder: str = "<") -> bytes:
