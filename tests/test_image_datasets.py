@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import struct
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from skipln.data.images import ImageDataModule, channel_statistics, resolve_data
 from skipln.data.resumable import EpochSampler, ResumableDataLoader
 from skipln.data.sharding import UnpaddedShardSampler
 from skipln.errors import ConfigError, DataError
+from skipln_test_support import script_module
 
-REPO = Path(__file__).resolve().parents[1]
 TRAIN, TEST = 40, 12
 
 
@@ -246,16 +247,13 @@ def test_an_image_folder_cannot_be_downloaded() -> None:
 # --------------------------------------------------------------------------- the offline script
 
 
-def _script() -> object:
-    spec = importlib.util.spec_from_file_location("get_fashion_mnist", REPO / "scripts" / "get_fashion_mnist.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def script() -> Iterator[ModuleType]:
+    with script_module("get_fashion_mnist.py", "get_fashion_mnist") as module:
+        yield module
 
 
-def test_the_script_unpacks_the_archives_where_torchvision_reads_them(tmp_path: Path) -> None:
-    script = _script()
+def test_the_script_unpacks_the_archives_where_torchvision_reads_them(tmp_path: Path, script: ModuleType) -> None:
     sources = tmp_path / "debian"
     sources.mkdir()
     archives = {}
@@ -268,8 +266,7 @@ def test_the_script_unpacks_the_archives_where_torchvision_reads_them(tmp_path: 
     assert (raw / "train-images-idx3-ubyte").read_bytes() == b"train-images-idx3-ubyte.gz"
 
 
-def test_the_script_refuses_archives_that_are_not_the_release(tmp_path: Path) -> None:
-    script = _script()
+def test_the_script_refuses_archives_that_are_not_the_release(tmp_path: Path, script: ModuleType) -> None:
     names = script.expected_archives()  # type: ignore[attr-defined]
     for name in names:
         (tmp_path / name).write_bytes(gzip.compress(b"not fashion"))
