@@ -180,9 +180,22 @@ def test_a_search_axis_becomes_a_ray_tune_domain(configs: Path) -> None:
     assert isinstance(domain, Float) and (domain.lower, domain.upper) == (1e-4, 0.1)
 
 
+def test_a_grid_search_axis_tries_every_value_with_ray_tunes_own_generator(configs: Path) -> None:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from skipln.sweep.search import _search_algorithm
+
+    grid = load_grid(write(configs / "grid.yaml", SEARCH.replace("loguniform: [1.0e-4, 1.0e-1]", "grid_search: [0.03, 0.1, 0.3]")))
+    assert grid.search_axes[0].domain() == {"grid_search": [0.03, 0.1, 0.3]}
+    assert isinstance(_search_algorithm(grid), BasicVariantGenerator)
+    assert isinstance(_search_algorithm(load_grid(write(configs / "grid.yaml", SEARCH))), OptunaSearch)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        (("loguniform: [1.0e-4, 1.0e-1]", "grid_search: []"), "'grid_search' takes a non-empty list of values"),
         (("loguniform: [1.0e-4, 1.0e-1]", "normal: [0, 1]"), "one distribution of uniform, loguniform, randint, choice"),
         (("loguniform: [1.0e-4, 1.0e-1]", "loguniform: [0.1, 1.0e-4]"), "takes [low, high] with low < high"),
         (("loguniform: [1.0e-4, 1.0e-1]", "loguniform: [0, 1]"), "'loguniform' needs low > 0"),

@@ -43,9 +43,10 @@ GRID_KEYS = {
     "seeds": "a list of integer seeds, or a count n for seeds 0 … n-1",
 }
 #: Search-space distributions, as Ray Tune names them, with how many numbers each takes.
-DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "randint": 2, "choice": None}
+#: ``grid_search`` tries every value (in every repeat: ``trials`` is then how often the grid runs).
+DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "randint": 2, "choice": None, "grid_search": None}
 SEARCH_KEYS = {
-    "trials": "how many values to try in each cell (Ray Tune's num_samples)",
+    "trials": "how many values to try in each cell (Ray Tune's num_samples; with a grid_search axis, how often its grid runs)",
     "metric": "the metric the trials are judged by, as logged (e.g. val/acc)",
     "mode": "max or min",
     "grace_period": "ASHA: epochs every trial runs before it can be stopped early (default 1)",
@@ -85,8 +86,8 @@ class SearchAxis:
         """The Ray Tune search domain (``tune.loguniform(1e-4, 1e-1)``, ``tune.choice([...])``)."""
         from ray import tune
 
-        if self.distribution == "choice":
-            return tune.choice(list(self.args))
+        if self.distribution in ("choice", "grid_search"):
+            return getattr(tune, self.distribution)(list(self.args))
         return getattr(tune, self.distribution)(*self.args)
 
     def override(self, value: Any) -> str:
@@ -268,7 +269,7 @@ def _search_axis(axis: str, spec: dict[str, Any], where: str) -> SearchAxis:
     numbers = isinstance(args, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
     if count is None:
         if not isinstance(args, list) or not args:
-            raise SweepError(f"{where}: 'choice' takes a non-empty list of values, got {args!r}")
+            raise SweepError(f"{where}: {distribution!r} takes a non-empty list of values, got {args!r}")
     elif not numbers or len(args) != count or not all(math.isfinite(a) for a in args) or not args[0] < args[1]:
         raise SweepError(f"{where}: {distribution!r} takes [low, high] with low < high, got {args!r}")
     elif distribution == "loguniform" and args[0] <= 0:

@@ -13,7 +13,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from skipln.sweep.grid import Cell, SweepError
+from skipln.sweep.grid import Cell, Grid, SweepError
 from skipln.sweep.records import (
     ARGS_TAG,
     AXIS_TAG_PREFIX,
@@ -59,7 +59,6 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
     """The best values of the grid's search axes for ``cell``: searched now, or read from a finished search."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     grid, search = sweep.grid, sweep.grid.search
     assert search is not None
@@ -95,7 +94,7 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode=search.mode,
-                search_alg=OptunaSearch(seed=grid.search_seed),
+                search_alg=_search_algorithm(grid),
                 scheduler=ASHAScheduler(time_attr="training_iteration", max_t=10**6, grace_period=search.grace_period,
                                         reduction_factor=search.reduction_factor),  # fmt: skip
                 num_samples=search.trials,
@@ -123,6 +122,17 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
     sweep.client.set_terminated(parent_id, "FINISHED")
     sweep.out(f"search of {cell.key}: best " + ", ".join(f"{a.axis}={a.label(values[a.axis])}" for a in grid.search_axes))
     return values
+
+
+def _search_algorithm(grid: Grid) -> Any:
+    """Optuna proposes the values; a ``grid_search`` axis, which Optuna cannot take, means Ray Tune's own
+    variant generator: every grid value, with any other axis sampled at random."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    if any(axis.distribution == "grid_search" for axis in grid.search_axes):
+        return BasicVariantGenerator(random_state=grid.search_seed)
+    return OptunaSearch(seed=grid.search_seed)
 
 
 def _close_trials(sweep: Sweep, parent_id: str, failed: set[Any]) -> None:
