@@ -19,6 +19,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from skipln import compat
 from skipln.callbacks import DivergenceGuard
 from skipln.checkpoint_io import check_checkpoint
 from skipln.checkpoints import with_checkpoint_config
@@ -199,11 +200,11 @@ def _is_mlflow(entry: Any) -> bool:
 def _accepted_options(parser: LightningArgumentParser, subcommand: str | None) -> list[str]:
     """The options (``--trainer.max_epochs``) and config keys (``trainer.max_epochs``) of a subcommand."""
     parsers = [parser]
-    for action in parser._actions:  # noqa: SLF001 - argparse keeps its actions in this list
+    for action in compat.parser_actions(parser):
         choices = getattr(action, "choices", None)
         if isinstance(choices, dict) and subcommand in choices:
             parsers.append(choices[subcommand])
-    return [name for each in parsers for action in each._actions for name in (*action.option_strings, action.dest)]  # noqa: SLF001
+    return [name for each in parsers for action in compat.parser_actions(each) for name in (*action.option_strings, action.dest)]
 
 
 def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[str | Path] = ()) -> SkipLNCLI | None:

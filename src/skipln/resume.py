@@ -47,6 +47,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torchmetrics import Metric
 
+from skipln import compat
 from skipln.callbacks import DivergenceError
 from skipln.errors import ConfigError, find_user_error
 from skipln.processes import process_alive
@@ -158,14 +159,13 @@ class ResumeState(Callback):
         self._catch_sigint(trainer)
         self._last_save_time = time.monotonic()
         self._last_save_step = trainer.global_step
-        loop = trainer.fit_loop
-        if getattr(loop, "_combined_loader_states_to_load", None):
+        if compat.has_pending_loader_states(trainer):
             # Lightning hands the checkpoint's data loader state over when it builds the train loader;
             # a schedule that asks for `estimated_stepping_batches` in configure_optimizers makes it build
             # the loader before the state is read, and the state would be dropped (Lightning issue
             # #20550, open in 2.6). Hand it over now (the loader has not started its epoch yet: it
             # starts at the first batch).
-            loop._load_combined_loader_states()  # noqa: SLF001
+            compat.load_pending_loader_states(trainer)
         if self._pending_random_state is not None:
             # Here, not in load_state_dict: the data loaders have been built and the sanity check
             # skipped by now, and nothing else draws random numbers before the next batch.
@@ -215,13 +215,13 @@ class ResumeState(Callback):
         self._release_sigterm(trainer)
 
     def _hold_sigterm(self, trainer: Trainer) -> None:
-        trainer._signal_connector.received_sigterm = False  # noqa: SLF001 - given back by _release_sigterm
+        compat.set_received_sigterm(trainer, False)  # given back by _release_sigterm
         self._held_sigterm = True
 
     def _release_sigterm(self, trainer: Trainer) -> None:
         if self._held_sigterm:
             # The state is saved: let Lightning stop now.
-            trainer._signal_connector.received_sigterm = True  # noqa: SLF001
+            compat.set_received_sigterm(trainer, True)
             self._held_sigterm = False
 
     def _periodic_due(self, trainer: Trainer) -> bool:
@@ -273,7 +273,7 @@ class ResumeState(Callback):
         def stop_after_this_step(signum: int, frame: Any) -> None:
             self._received_sigint = True
             signal.signal(signal.SIGINT, self._previous_sigint)
-            trainer._signal_connector.received_sigterm = True  # noqa: SLF001 - the flag Lightning's loops stop on
+            compat.set_received_sigterm(trainer, True)
             rank_zero_warn("Ctrl+C: stopping after this step, with a checkpoint of it (press Ctrl+C again to stop at once)")
 
         # None: a handler not set from Python; Python's own then raises KeyboardInterrupt as usual.
@@ -371,7 +371,7 @@ class ResumeState(Callback):
             return []
         # Only runs already started: reading `run_id` starts one, and an error before the run began (bad
         # data in prepare_data) must not leave an empty FAILED run behind.
-        started = [logger for logger in mlflow_loggers(trainer) if logger._initialized]  # noqa: SLF001
+        started = [logger for logger in mlflow_loggers(trainer) if compat.logger_started(logger)]
         return [(logger.experiment, logger.run_id) for logger in started if logger.run_id is not None]
 
 
@@ -383,13 +383,10 @@ def _resumes_exactly_after_this_batch(trainer: Trainer) -> bool:
     there logs other metrics than the uninterrupted run), and it does not keep accumulated
     gradients. Those points are covered by the checkpoints after validation and at the epoch's end.
     """
-    loop = trainer.fit_loop.epoch_loop
-    fetcher = trainer.fit_loop._data_fetcher  # noqa: SLF001 - Lightning decides with it too
-    if fetcher is None or loop._should_accumulate():  # noqa: SLF001
+    validation = compat.validation_due(trainer)
+    if validation is None or compat.accumulating(trainer) or compat.epoch_batches_done(trainer):
         return False
-    if loop.batch_progress.is_last_batch or loop._num_ready_batches_reached():  # noqa: SLF001
-        return False
-    return not loop._should_check_val_fx(fetcher)  # noqa: SLF001
+    return not validation
 
 
 # -- random state -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
+from skipln import compat
 from skipln.errors import ConfigError
 
 #: Key under which a checkpoint remembers the MLflow run that wrote it.
@@ -76,12 +77,13 @@ def run_tags(model: LightningModule, datamodule: Any) -> dict[str, str]:
 def name_runs(trainer: Trainer, model: LightningModule, datamodule: Any) -> None:
     """Give every MLflow run that has not started yet a readable name and searchable tags."""
     for logger in mlflow_loggers(trainer):
-        if logger._run_id is not None:  # noqa: SLF001 - an existing run (sweep, resume, test) keeps its name
+        run_id = compat.logger_given_run_id(logger)
+        if run_id is not None:  # an existing run (sweep, resume, test) keeps its name
             if trainer.is_global_zero:
-                existing = logger.experiment.get_run(logger._run_id).data.tags  # noqa: SLF001
+                existing = logger.experiment.get_run(run_id).data.tags
                 for key, value in run_tags(model, datamodule).items():
                     if key not in existing:
-                        logger.experiment.set_tag(logger._run_id, key, value)  # noqa: SLF001
+                        logger.experiment.set_tag(run_id, key, value)
             continue
         tags = dict(logger.tags or {})
         tags.setdefault("mlflow.runName", run_name(model, datamodule))

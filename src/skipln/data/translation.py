@@ -56,6 +56,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from skipln import compat
 from skipln.data.batching import TokenBatchSampler
 from skipln.data.resumable import ResumableDataLoader
 from skipln.data.tokenizer import MODEL_TYPES, SentencePieceTokenizer, default_cache_dir
@@ -559,8 +560,7 @@ class TranslationDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return
-        connector = getattr(trainer, "_accelerator_connector", None)
-        if getattr(connector, "use_distributed_sampler", False):
+        if compat.uses_distributed_sampler(trainer):
             raise ConfigError(
                 "TranslationDataModule shards its token-count batches across processes itself: set "
                 "trainer.use_distributed_sampler: false (Trainer(use_distributed_sampler=False)) for multi-process runs"

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from skipln import compat
 from skipln.errors import ConfigError
 
 
@@ -22,7 +23,7 @@ def compile_once(net: nn.Module) -> None:
     ``nn.Module.compile`` compiles in place (the compiled forward goes in ``_compiled_call_impl``),
     so parameter names, and with them checkpoints, stay those of the eager network.
     """
-    if getattr(net, "_compiled_call_impl", None) is None:
+    if not compat.compiled_in_place(net):
         net.compile()
 
 
