@@ -12,9 +12,10 @@ import torch
 from mlflow.entities import Run
 
 from conftest import DEFAULTS, REPO
+from skipln.run_vocabulary import STATE_TAG
 from skipln.sweep.cli import main
 from skipln.sweep.grid import SweepError, load_grid, overrides
-from skipln.sweep.records import STATE_TAG, Action, checkpoint_to_test, decide
+from skipln.sweep.records import Action, checkpoint_to_test, decide
 from skipln.sweep.store import config_value, read_store
 from sweep_support import EXPERIMENT, new_store
 

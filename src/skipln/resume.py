@@ -47,23 +47,27 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torchmetrics import Metric
 
+from skipln.run_vocabulary import (
+    CHECKPOINT_DIR_TAG,
+    FAILURE_REASON_TAG,
+    FAILURE_TAG,
+    FIT_FAILED,
+    FIT_FINISHED,
+    FIT_INTERRUPTED,
+    FIT_RUNNING,
+    FIT_STATE_TAG,
+    HOST_TAG,
+    INTERRUPTED_TAG,
+    PID_TAG,
+    RESUME_COMMAND_TAG,
+    RESUMED_FROM_TAG,
+    RESUMES_TAG,
+)
 from skipln import compat
 from skipln.callbacks import DivergenceError
 from skipln.errors import ConfigError, find_user_error
 from skipln.processes import process_alive
-from skipln.run_tags import FAILURE_REASON_TAG, FAILURE_TAG
 from skipln.tracking import mlflow_loggers
-
-#: MLflow tags this module writes.
-INTERRUPTED_TAG = "interrupted"
-RESUME_COMMAND_TAG = "resume_command"
-RESUMED_FROM_TAG = "resumed_from"
-RESUMES_TAG = "resumes"
-CHECKPOINT_DIR_TAG = "checkpoint_dir"
-HOST_TAG = "fit_host"
-PID_TAG = "fit_pid"
-#: "running" while a process trains the run, then "finished", "interrupted" or "failed".
-FIT_STATE_TAG = "fit_state"
 
 #: The exit status of a run stopped by SIGTERM (the shell's convention, 128 + signal number).
 SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
@@ -296,7 +300,7 @@ class ResumeState(Callback):
             # A cause the user can act on (a full disk, bad data found late) is kept with the run.
             user_error = find_user_error(exception)
             for client, run_id in self._runs(trainer):
-                client.set_tag(run_id, FIT_STATE_TAG, "failed")
+                client.set_tag(run_id, FIT_STATE_TAG, FIT_FAILED)
                 if user_error is not None:
                     client.set_tag(run_id, FAILURE_TAG, user_error.failure)
                     client.set_tag(run_id, FAILURE_REASON_TAG, str(user_error))
@@ -305,7 +309,7 @@ class ResumeState(Callback):
         for client, run_id in self._runs(trainer):
             client.set_tag(run_id, INTERRUPTED_TAG, text)
             client.set_tag(run_id, RESUME_COMMAND_TAG, self.resume_command())
-            client.set_tag(run_id, FIT_STATE_TAG, "interrupted")
+            client.set_tag(run_id, FIT_STATE_TAG, FIT_INTERRUPTED)
         rank_zero_warn(f"training interrupted: {text}. Resume with: {self.resume_command()}")
 
     def resume_command(self) -> str:
@@ -336,7 +340,7 @@ class ResumeState(Callback):
             run = client.get_run(run_id)
             tags = run.data.tags
             ckpt_path = trainer.ckpt_path
-            if ckpt_path and tags.get(FIT_STATE_TAG) == "running" and tags.get(PID_TAG) != str(os.getpid()):
+            if ckpt_path and tags.get(FIT_STATE_TAG) == FIT_RUNNING and tags.get(PID_TAG) != str(os.getpid()):
                 # The process that ran it never said how it ended: it was killed outright (SIGKILL, out of memory).
                 client.set_tag(
                     run_id,
@@ -348,7 +352,7 @@ class ResumeState(Callback):
                 CHECKPOINT_DIR_TAG: str(self.checkpoint_dir(trainer).absolute()),
                 HOST_TAG: socket.gethostname(),
                 PID_TAG: str(os.getpid()),
-                FIT_STATE_TAG: "running",
+                FIT_STATE_TAG: FIT_RUNNING,
             }
             if ckpt_path:
                 new_tags[RESUMED_FROM_TAG] = f"{ckpt_path} (step {trainer.global_step}, epoch {trainer.current_epoch})"
@@ -363,7 +367,7 @@ class ResumeState(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for client, run_id in self._runs(trainer):
-            client.set_tag(run_id, FIT_STATE_TAG, "finished")
+            client.set_tag(run_id, FIT_STATE_TAG, FIT_FINISHED)
 
     def _runs(self, trainer: Trainer) -> list[tuple[Any, str]]:
         """The MLflow client and run of every MLflow logger (on rank 0; none elsewhere)."""
@@ -537,7 +541,7 @@ def find_last_checkpoint(
         if tags.get(FAILURE_TAG) == DivergenceError.failure:
             notes.append(f"run {info.run_id} diverged (kept as a result)")
             continue
-        if (info.status == "RUNNING" or tags.get(FIT_STATE_TAG) == "running") and _may_be_alive(tags):
+        if (info.status == "RUNNING" or tags.get(FIT_STATE_TAG) == FIT_RUNNING) and _may_be_alive(tags):
             notes.append(f"run {info.run_id} is RUNNING (pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)})")
             continue
         difference = _config_difference(run.data.params, config)
@@ -564,7 +568,7 @@ def _unfinished(run: Any) -> bool:
     FINISHED, but its fit is still unfinished.
     """
     state = run.data.tags.get(FIT_STATE_TAG)
-    return state != "finished" if state is not None else run.info.status in UNFINISHED
+    return state != FIT_FINISHED if state is not None else run.info.status in UNFINISHED
 
 
 def _checkpoint_dir(run: Any, default_root_dir: str | os.PathLike[str]) -> Path:

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from skipln import compat
 from skipln.errors import ConfigError
+from skipln.run_vocabulary import SQLITE_PREFIX
 
 #: Key under which a checkpoint remembers the MLflow run that wrote it.
 CHECKPOINT_RUN_KEY = "skipln_mlflow_run_id"
@@ -109,8 +110,6 @@ def local_store_uri(tracking_uri: str | None) -> str | None:
     return f"{SQLITE_PREFIX}{path}"
 
 
-#: The scheme of MLflow's local SQLite store.
-SQLITE_PREFIX = "sqlite:///"
 #: Seconds a tracking server gets to answer the start-up check (MLflow's own requests retry for minutes).
 SERVER_CHECK_TIMEOUT_S = 10.0
 

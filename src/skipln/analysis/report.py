@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
+from skipln.run_vocabulary import AXIS_TAG_PREFIX, CELL_INDEX_TAG, CELL_TAG, SEED_TAG, SWEEP_TAG, VALUE_TAG_PREFIX
 from skipln.analysis.comparison import against_baseline, comparison_markdown
 from skipln.errors import SkipLNError
 from skipln.sweep.grid import SWEEP_NAME
-from skipln.sweep.records import AXIS_TAG_PREFIX, CELL_INDEX_TAG, CELL_TAG, SEED_TAG, SWEEP_TAG, VALUE_TAG_PREFIX, diverged, sweep_runs
+from skipln.sweep.records import diverged, sweep_runs
 from skipln.sweep.store import defaults_file, read_store, store_exists
 
 if TYPE_CHECKING:

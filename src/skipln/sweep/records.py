@@ -17,38 +17,13 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from skipln.run_tags import DIVERGED as DIVERGED_FAILURE
-from skipln.run_tags import FAILURE_TAG
+from skipln.run_vocabulary import DIVERGED, FAILURE_TAG, FITTED, RESULT, STAGE_TAG, STATE_TAG, SWEEP_TAG, TESTED
 from skipln.sweep.store import search_all
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-SWEEP_TAG = "sweep"
-CELL_TAG = "sweep_cell"
-#: The cell's position in the grid: reports list strategies in the grid file's order.
-CELL_INDEX_TAG = "sweep_cell_index"
-SEED_TAG = "seed"
-#: ``sweep.<axis>``: the cell's label on each axis, and the value a searched axis was run at.
-AXIS_TAG_PREFIX = "sweep."
-STATE_TAG = "sweep_state"
-FITTING, FITTED, TESTED, DIVERGED, SEARCHED, PRUNED = "fitting", "fitted", "tested", "diverged", "searched", "pruned"
-#: What a run is to the sweep: one of its results, a cell's search, or one trial of a search.
-STAGE_TAG = "sweep_stage"
-RESULT, SEARCH, TRIAL = "result", "search", "trial"
-#: The Ray Tune trial a ``trial`` run belongs to (a restored search finds its runs again).
-TRIAL_TAG = "sweep_trial"
-#: Hash of the run's arguments: a grid or command line that changed is noticed.
-FINGERPRINT_TAG = "sweep_fingerprint"
-ARGS_TAG = "sweep_args"
-#: Hash of the contents of the config files the run read (a warning, not an error, if it changed).
-CONFIG_HASH_TAG = "sweep_config_hash"
-ATTEMPTS_TAG = "sweep_attempts"
-FIT_EXIT_TAG = "sweep_fit_exit"
-TEST_EXIT_TAG = "sweep_test_exit"
-#: MLflow's limit on a tag's value is 8000 characters.
-MAX_TAG = 5000
 
 
 def sweep_runs(client: MlflowClient, experiment_id: str, sweep: str, stage: str = RESULT) -> list[Run]:
@@ -59,7 +34,7 @@ def sweep_runs(client: MlflowClient, experiment_id: str, sweep: str, stage: str 
 
 def diverged(run: Run) -> bool:
     """Whether the run was stopped by the DivergenceGuard (a result, not an accident)."""
-    return run.data.tags.get(FAILURE_TAG) == DIVERGED_FAILURE or run.data.tags.get(STATE_TAG) == DIVERGED
+    return run.data.tags.get(FAILURE_TAG) == DIVERGED or run.data.tags.get(STATE_TAG) == DIVERGED
 
 
 class Action(str, Enum):
@@ -132,9 +107,6 @@ def checkpoint_to_test(checkpoints: Path, root: Path) -> Path | None:
                 return path
     return last
 
-
-#: ``sweep_value.<axis>``: the exact value a searched axis was run at (the ``sweep.<axis>`` tag rounds it).
-VALUE_TAG_PREFIX = "sweep_value."
 
 
 def encode(value: object) -> str:

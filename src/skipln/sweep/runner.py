@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skipln.sweep.grid import Cell, Grid, SweepError
-from skipln.sweep.launch import Launcher
-from skipln.sweep.records import (
+from skipln.run_vocabulary import (
     ARGS_TAG,
     AXIS_TAG_PREFIX,
     CELL_INDEX_TAG,
@@ -30,13 +28,10 @@ from skipln.sweep.records import (
     STATE_TAG,
     SWEEP_TAG,
     VALUE_TAG_PREFIX,
-    Action,
-    config_hash,
-    decide,
-    encode,
-    fingerprint,
-    sweep_runs,
 )
+from skipln.sweep.grid import Cell, Grid, SweepError
+from skipln.sweep.launch import Launcher
+from skipln.sweep.records import Action, config_hash, decide, encode, fingerprint, sweep_runs
 from skipln.sweep.trials import ResultRun, result_trial
 
 if TYPE_CHECKING:

@@ -13,8 +13,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from skipln.sweep.grid import Cell, Grid, SweepError
-from skipln.sweep.records import (
+from skipln.run_vocabulary import (
     ARGS_TAG,
     AXIS_TAG_PREFIX,
     CELL_INDEX_TAG,
@@ -29,10 +28,9 @@ from skipln.sweep.records import (
     TRIAL,
     TRIAL_TAG,
     VALUE_TAG_PREFIX,
-    decode,
-    encode,
-    sweep_runs,
 )
+from skipln.sweep.grid import Cell, Grid, SweepError
+from skipln.sweep.records import decode, encode, sweep_runs
 from skipln.sweep.trials import OBJECTIVE, search_trial
 
 if TYPE_CHECKING:

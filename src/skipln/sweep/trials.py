@@ -15,36 +15,33 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from skipln.errors import SkipLNError
-from skipln.run_tags import FAILURE_REASON_TAG, FAILURE_TAG
-from skipln.sweep.grid import Cell, Search, SearchAxis
-from skipln.sweep.launch import Launcher
-from skipln.sweep.records import (
+from skipln.run_vocabulary import (
     ARGS_TAG,
     ATTEMPTS_TAG,
     AXIS_TAG_PREFIX,
     CELL_INDEX_TAG,
     CELL_TAG,
     DIVERGED,
-    FIT_EXIT_TAG,
+    FAILURE_REASON_TAG,
+    FAILURE_TAG,
     FITTED,
     FITTING,
+    FIT_EXIT_TAG,
     MAX_TAG,
     SEED_TAG,
     STAGE_TAG,
     STATE_TAG,
     SWEEP_TAG,
-    TEST_EXIT_TAG,
     TESTED,
+    TEST_EXIT_TAG,
     TRIAL,
     TRIAL_TAG,
     VALUE_TAG_PREFIX,
-    Action,
-    checkpoint_to_test,
-    decide,
-    diverged,
-    encode,
 )
+from skipln.errors import SkipLNError
+from skipln.sweep.grid import Cell, Search, SearchAxis
+from skipln.sweep.launch import Launcher
+from skipln.sweep.records import Action, checkpoint_to_test, decide, diverged, encode
 from skipln.sweep.store import search_all
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ import yaml
 
 from skipln.analysis.gradients.config import StudyConfig
 from skipln.errors import SkipLNError
+from skipln.run_vocabulary import SQLITE_PREFIX
 
 
 class TrackingError(SkipLNError):
@@ -80,8 +81,8 @@ def _log_run(
         experiment_id = found.experiment_id
     else:
         location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).parent / experiment).as_uri()
+        if uri.startswith(SQLITE_PREFIX):
+            location = (Path(uri.removeprefix(SQLITE_PREFIX)).parent / experiment).as_uri()
         experiment_id = client.create_experiment(experiment, artifact_location=location)
     run = client.create_run(experiment_id, run_name=run_name, tags={"study": "gradients", **tags})
     run_id = run.info.run_id
