@@ -26,6 +26,7 @@ from skipln.checkpoints import with_checkpoint_config
 from skipln.errors import ConfigError, explain_parser_error, explain_yaml_error, find_user_error
 from skipln.gradient_monitor import GradientMonitor
 from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
+from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
 
@@ -128,6 +129,18 @@ class SkipLNCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, ResumeState):
                 callback.command = getattr(self, "argv", None)
+
+    def after_fit(self) -> None:
+        print_summary(self.trainer, fit_summary(self.trainer))
+
+    def after_validate(self) -> None:
+        print_summary(self.trainer, test_summary(self.trainer, "val"))
+
+    def after_test(self) -> None:
+        print_summary(self.trainer, test_summary(self.trainer))
+
+    def after_predict(self) -> None:
+        print_summary(self.trainer, predict_summary(self.trainer))
 
     def fit(self, model: LightningModule, **kwargs: Any) -> None:
         """``trainer.fit``; a fit stopped by SIGTERM or Ctrl+C ends its MLflow run KILLED, not FAILED.
