@@ -8,7 +8,10 @@ in YAML. ``configs/defaults.yaml`` sets what every run shares (MLflow tracking u
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -164,6 +167,32 @@ class SkipLNCLI(LightningCLI):
             raise SystemExit(SIGTERM_EXIT_CODE if interruption == "SIGTERM" else SIGINT_EXIT_CODE) from None
 
 
+#: Messages other libraries print at start-up that a user of skipln cannot act on.
+FOREIGN_NOTICES = (
+    # Lightning's advertisement for its cloud logger and model registry, on every run.
+    r"💡 Tip: ",
+)
+FOREIGN_WARNINGS = (
+    # Raised inside Lightning's own pytree helper by newer torch (Lightning 2.6 with torch >= 2.10); not our call.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(re.match(pattern, message) for pattern in FOREIGN_NOTICES)
+
+
+def quiet_foreign_notices() -> None:
+    """Silence the start-up messages of :data:`FOREIGN_NOTICES` and :data:`FOREIGN_WARNINGS`; nothing else."""
+    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropNotices) for f in lightning_info.filters):
+        lightning_info.addFilter(_DropNotices())
+    for pattern in FOREIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def check_optimizer(model: LightningModule) -> None:
     """Build the task's optimizer once on a probe parameter: torch checks its arguments (a negative lr) only then.
 
@@ -222,6 +251,7 @@ def _accepted_options(parser: LightningArgumentParser, subcommand: str | None) -
 
 def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[str | Path] = ()) -> SkipLNCLI | None:
     """Run the CLI; errors the user can fix are printed as one message, without a traceback."""
+    quiet_foreign_notices()
     defaults = [str(p) for p in default_config_files if Path(p).is_file()]
     try:
         return SkipLNCLI(
