@@ -317,3 +317,48 @@ def test_search_trials_and_searches_are_not_results(store: Store) -> None:
     store.client.set_tag(trial, "sweep_stage", "trial")
     summary = store.report().summary
     assert row(summary, "post_ln")["value_n"] == 1
+
+
+def ad_hoc_run(store: Store, skip: str, acc: float, data: str = "digits") -> str:
+    """A run made by `main.py fit` + `test`, not by a sweep: the CLI's tags, no sweep tags."""
+    tags = {"task": "ClassificationTask", "net": "resnet20", "data": data, "skip": skip}
+    return add_run(store.client, store.experiment_id, tags=tags, metrics=classified(acc))
+
+
+def test_runs_given_by_id_are_reported_with_runs_of_one_strategy_as_seeds(store: Store, workdir: Path) -> None:
+    shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
+    ids = [ad_hoc_run(store, "skip", 0.90), ad_hoc_run(store, "skip", 0.92), ad_hoc_run(store, "post_ln", 0.95)]
+    ad_hoc_run(store, "skip", 0.10)  # not named: not reported
+    assert main(["--runs", *ids, "--out", "out"]) == 0
+    table = (workdir / "out" / "table.md").read_text()
+    assert "| resnet20 | skip | 0.9100 ± 0.0141 (n=2) |" in table
+    assert "| resnet20 | post_ln | 0.9500 (n=1) |" in table
+
+
+def test_runs_selected_by_an_mlflow_filter_are_reported(store: Store, workdir: Path) -> None:
+    shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
+    ad_hoc_run(store, "skip", 0.90, data="cifar10")
+    ad_hoc_run(store, "skip", 0.50, data="digits")
+    assert main(["--filter", "tags.data = 'cifar10'", "--out", "out"]) == 0
+    assert len(pd.read_csv(workdir / "out" / "runs.csv")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--runs", "0123456789abcdef"], "no run '0123456789abcdef' in the MLflow store"),
+        (["--filter", "tags.data = "], "is not an MLflow search filter"),
+        (["--filter", "tags.data = 'imagenet'"], "no runs in experiment 'skipln' match --filter"),
+    ],
+)
+def test_runs_that_cannot_be_found_are_a_clear_error(store: Store, workdir: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
+    ad_hoc_run(store, "skip", 0.9)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_command_without_sweeps_runs_or_filter_says_what_to_give(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([])
+    assert "name the runs to report: sweep names, --runs RUN_ID …, or --filter" in capsys.readouterr().err

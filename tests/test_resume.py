@@ -17,7 +17,6 @@ from mlflow.entities import Run
 from torch.utils.data import Dataset, TensorDataset
 
 from conftest import DEFAULTS, REPO
-from skipln.run_vocabulary import CHECKPOINT_DIR_TAG, FIT_STATE_TAG, HOST_TAG, PID_TAG
 from skipln.cli import cli_main
 from skipln.data.batching import TokenBatchSampler
 from skipln.data.image_loaders import training_loader
@@ -25,6 +24,7 @@ from skipln.data.resumable import EpochSampler, ResumableDataLoader
 from skipln.errors import ConfigError
 from skipln.models.resnet import ResNet
 from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, find_last_checkpoint
+from skipln.run_vocabulary import CHECKPOINT_DIR_TAG, FIT_STATE_TAG, HOST_TAG, PID_TAG
 from skipln.skip import Plain
 from skipln.tasks.classification import ClassificationTask
 

@@ -11,8 +11,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 
-from skipln.run_vocabulary import DIVERGED, FAILURE_REASON_TAG, FAILURE_TAG
 from skipln.errors import ConfigError, SkipLNError
+from skipln.run_vocabulary import DIVERGED, FAILURE_REASON_TAG, FAILURE_TAG
 from skipln.tracking import mlflow_loggers
 
 

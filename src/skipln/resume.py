@@ -47,6 +47,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torchmetrics import Metric
 
+from skipln import compat
+from skipln.callbacks import DivergenceError
+from skipln.errors import ConfigError, find_user_error
+from skipln.processes import process_alive
 from skipln.run_vocabulary import (
     CHECKPOINT_DIR_TAG,
     FAILURE_REASON_TAG,
@@ -63,10 +67,6 @@ from skipln.run_vocabulary import (
     RESUMED_FROM_TAG,
     RESUMES_TAG,
 )
-from skipln import compat
-from skipln.callbacks import DivergenceError
-from skipln.errors import ConfigError, find_user_error
-from skipln.processes import process_alive
 from skipln.tracking import mlflow_loggers
 
 #: The exit status of a run stopped by SIGTERM (the shell's convention, 128 + signal number).

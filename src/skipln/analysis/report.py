@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
-from skipln.run_vocabulary import AXIS_TAG_PREFIX, CELL_INDEX_TAG, CELL_TAG, SEED_TAG, SWEEP_TAG, VALUE_TAG_PREFIX
 from skipln.analysis.comparison import against_baseline, comparison_markdown
 from skipln.errors import SkipLNError
+from skipln.run_vocabulary import AXIS_TAG_PREFIX, CELL_INDEX_TAG, CELL_TAG, RESULT, SEED_TAG, STAGE_TAG, SWEEP_TAG, VALUE_TAG_PREFIX
 from skipln.sweep.grid import SWEEP_NAME
 from skipln.sweep.records import diverged, sweep_runs
-from skipln.sweep.store import defaults_file, read_store, store_exists
+from skipln.sweep.store import defaults_file, read_store, search_all, store_exists
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -110,6 +110,41 @@ def load_runs(client: MlflowClient, experiment: str, sweeps: Sequence[str]) -> l
             f"no runs of sweep(s) {', '.join(missing)} in experiment {experiment!r}; start one with "
             f"`python -m skipln.sweep run sweeps/{missing[0]}.yaml`"
         )
+    return sorted(runs, key=lambda run: run.info.start_time or 0)
+
+
+#: What the report calls runs that no sweep made (given by id or by a filter).
+AD_HOC = "runs"
+
+
+def load_runs_by_id(client: MlflowClient, run_ids: Sequence[str]) -> list[Run]:
+    """The runs with these ids, in any experiment, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    runs = []
+    for run_id in run_ids:
+        try:
+            runs.append(client.get_run(run_id))
+        except MlflowException as error:
+            raise ReportError(f"no run {run_id!r} in the MLflow store: give run ids as the MLflow UI or a fit's summary shows them") from error
+    return sorted(runs, key=lambda run: run.info.start_time or 0)
+
+
+def load_runs_by_filter(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:
+    """The active runs of ``experiment`` that match an MLflow search filter (``tags.data = 'cifar10'``), oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ReportError(f"the MLflow store has no experiment {experiment!r}: pass --experiment")
+    try:
+        runs = search_all(client, found.experiment_id, filter_string)
+    except MlflowException as error:
+        raise ReportError(f"--filter {filter_string!r} is not an MLflow search filter ({error.message}); e.g. --filter \"tags.data = 'cifar10'\"") from error
+    # A sweep's searches and trials are not results; its result runs are.
+    runs = [run for run in runs if run.data.tags.get(STAGE_TAG, RESULT) == RESULT]
+    if not runs:
+        raise ReportError(f"no runs in experiment {experiment!r} match --filter {filter_string!r}")
     return sorted(runs, key=lambda run: run.info.start_time or 0)
 
 
@@ -187,6 +222,10 @@ def run_frame(
     for run, info in zip(runs, infos):
         if info["task"] == "?":
             info = by_cell.get((run.data.tags.get(SWEEP_TAG), run.data.tags.get(CELL_TAG)), info)
+        sweep, cell, seed = run.data.tags.get(SWEEP_TAG), run.data.tags.get(CELL_TAG), run.data.tags.get(SEED_TAG)
+        if sweep is None:
+            # A run no sweep made: runs of the same network, data and strategy are its seeds.
+            sweep, cell, seed = AD_HOC, "-".join((info["net"], info["data"], info["skip"])), run.data.params.get("seed_everything")
         profile = PROFILES.get(info["task"])
         run_metric = metric or (profile.metric if profile else None)
         run_best = best or (profile.best if profile else None)
@@ -200,10 +239,10 @@ def run_frame(
             best_value = (values.max() if run_best.mode == "max" else values.min()) if len(values) else None
         rows.append(
             {
-                "sweep": run.data.tags.get(SWEEP_TAG),
-                "cell": run.data.tags.get(CELL_TAG),
+                "sweep": sweep,
+                "cell": cell,
                 "cell_index": _int(run.data.tags.get(CELL_INDEX_TAG)),
-                "seed": run.data.tags.get(SEED_TAG),
+                "seed": seed,
                 "run_id": run.info.run_id,
                 "run_name": run.info.run_name,
                 "status": run.info.status,
@@ -488,7 +527,9 @@ def parser() -> argparse.ArgumentParser:
         description="Write a paper-style table (mean ± std over seeds) and learning curves of sweeps from MLflow.",
         allow_abbrev=False,
     )
-    parser.add_argument("sweeps", nargs="+", help="sweep name(s), as in the grid files' 'name' (their runs' 'sweep' tag)")
+    parser.add_argument("sweeps", nargs="*", help="sweep name(s), as in the grid files' 'name' (their runs' 'sweep' tag)")
+    parser.add_argument("--runs", nargs="+", metavar="RUN_ID", default=[], help="runs by id, with or without sweeps (runs of the same net, data and strategy are averaged as seeds)")
+    parser.add_argument("--filter", help="the runs an MLflow search filter selects, e.g. \"tags.data = 'cifar10' and params.trainer.max_epochs = '30'\"")
     parser.add_argument("--metric", help="the final metric (default by task: test/acc, test/bleu)")
     parser.add_argument("--best", type=str, help="best value during training, <metric>:max|min (default by task: val/acc:max, val/loss:min)")
     parser.add_argument("--curves", nargs="*", help="metrics to plot against steps (default by task: val/acc or val/loss, and train/loss_epoch)")
@@ -500,7 +541,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if not (args.sweeps or args.runs or args.filter):
+        cli.error("name the runs to report: sweep names, --runs RUN_ID …, or --filter \"tags.data = 'cifar10'\"")
     try:
         root = Path.cwd()
         store = read_store([str(defaults_file(root / "main.py"))], root, args.tracking_uri, args.experiment)
@@ -513,10 +557,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         client = mlflow.MlflowClient(store.tracking_uri)
         best = Objective.parse(args.best) if args.best else None
-        runs = load_runs(client, store.experiment, args.sweeps)
+        runs = load_runs(client, store.experiment, args.sweeps) if args.sweeps else []
+        runs += load_runs_by_id(client, args.runs) if args.runs else []
+        runs += load_runs_by_filter(client, store.experiment, args.filter) if args.filter else []
+        runs = list({run.info.run_id: run for run in runs}.values())  # a run named twice counts once
         report = build_report(client, runs, args.metric, best, args.curves, baseline=args.baseline)
-        title = " + ".join(args.sweeps)
-        out = args.out or Path("reports") / "+".join(args.sweeps)
+        names = [*args.sweeps, *(["runs"] if args.runs else []), *(["filter"] if args.filter else [])]
+        title = " + ".join([*args.sweeps, *([f"runs {', '.join(r[:8] for r in args.runs)}"] if args.runs else []),
+                            *([f"filter {args.filter}"] if args.filter else [])])  # fmt: skip
+        out = args.out or Path("reports") / "+".join(names)
         paths = write_report(report, out, title)
     except SkipLNError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from skipln.errors import SkipLNError
 from skipln.run_vocabulary import (
     ARGS_TAG,
     ATTEMPTS_TAG,
@@ -38,7 +39,6 @@ from skipln.run_vocabulary import (
     TRIAL_TAG,
     VALUE_TAG_PREFIX,
 )
-from skipln.errors import SkipLNError
 from skipln.sweep.grid import Cell, Search, SearchAxis
 from skipln.sweep.launch import Launcher
 from skipln.sweep.records import Action, checkpoint_to_test, decide, diverged, encode
