@@ -1,4 +1,4 @@
-"""The CLI links what the data determines (classes, input channels) into the model: not written twice in YAML."""
+"""The CLI links what the data determines (classes, input channels, vocabulary) into the model: not written twice in YAML."""
 
 from __future__ import annotations
 
@@ -59,11 +59,12 @@ def linked(linked_run: tuple[SkipLNCLI, Path]) -> SkipLNCLI:
     return linked_run[0]
 
 
-def test_the_links_are_the_classes_and_channels_of_image_data() -> None:
+def test_the_links_are_the_classes_and_channels_of_image_data_and_the_vocabulary_of_text() -> None:
     assert set(DATA_LINKS) == {
         ("data.num_classes", "model.init_args.num_classes"),
         ("data.num_classes", "model.init_args.net.init_args.num_classes"),
         ("data.in_channels", "model.init_args.net.init_args.in_channels"),
+        ("data.vocab_size", "model.init_args.net.init_args.vocab_size"),
     }
 
 
@@ -124,3 +125,20 @@ def test_missing_fashion_mnist_files_stop_the_cli_naming_the_script(workdir: Pat
         )
     assert exit_info.value.code == 2
     assert "python scripts/get_fashion_mnist.py" in capsys.readouterr().err
+
+
+def test_a_users_small_corpus_trains_with_only_data_dir_and_languages_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quickstart asks for 4,000 pieces; 60 French–English pairs yield fewer: the vocabulary shrinks, the model follows."""
+    from test_translation_data import write_corpus
+
+    corpus = write_corpus(tmp_path / "fr_en", src="fr", tgt="en", sizes={"train": 60, "valid": 8, "test": 8})
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="vocab_size=4000 is more than the training text yields"):
+        cli = cli_main(
+            ["fit", f"--config={CONFIGS / 'quickstart' / 'transformer.yaml'}", f"--data.init_args.data_dir={corpus}",
+             "--data.init_args.src_lang=fr", "--data.init_args.tgt_lang=en", "--trainer.max_steps=2", *SHORT],
+            default_config_files=[DEFAULTS],
+        )  # fmt: skip
+    assert cli is not None and cli.trainer.global_step == 2
+    pieces = len(cli.datamodule.tokenizer)
+    assert pieces < 4000 and cli.model.net.vocab_size == pieces

@@ -157,6 +157,19 @@ def test_too_large_vocab_size_says_which_size_fits_and_that_size_works(small_cor
     assert len(SentencePieceTokenizer.train_or_load([tiny], vocab_size=fits, cache_dir=tmp_path)) == fits
 
 
+def test_shrink_to_fit_trains_the_largest_vocabulary_a_small_text_yields_and_warns(tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello world\nfile not found\n", encoding="utf-8")
+    with pytest.raises(TokenizerError) as info:
+        SentencePieceTokenizer.train_or_load([tiny], vocab_size=500, cache_dir=tmp_path / "strict")
+    fits = int(info.value.args[0].split("Set vocab_size to ")[1].split()[0])
+    with pytest.warns(UserWarning, match=rf"vocab_size=500 is more than the training text yields .*the largest vocabulary it supports, {fits} pieces"):
+        shrunk = SentencePieceTokenizer.train_or_load([tiny], vocab_size=500, cache_dir=tmp_path, shrink_to_fit=True)
+    assert len(shrunk) == fits
+    # The next run asking for 500 finds the same vocabulary in the cache, without training.
+    assert len(SentencePieceTokenizer.train_or_load([tiny], vocab_size=500, cache_dir=tmp_path)) == fits
+
+
 def test_too_small_vocab_size_says_the_minimum(small_corpus: list[Path], tmp_path: Path) -> None:
     with pytest.raises(TokenizerError, match=r"vocab_size=10 is too small .* at least \d+"):
         SentencePieceTokenizer.train_or_load(small_corpus, vocab_size=10, cache_dir=tmp_path)

@@ -44,6 +44,8 @@ DATA_LINKS: tuple[tuple[str, str], ...] = (
     ("data.num_classes", "model.init_args.num_classes"),
     ("data.num_classes", "model.init_args.net.init_args.num_classes"),
     ("data.in_channels", "model.init_args.net.init_args.in_channels"),
+    # The tokenizer's size: reading it trains (or loads) the tokenizer when the classes are built.
+    ("data.vocab_size", "model.init_args.net.init_args.vocab_size"),
 )
 
 

@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -68,6 +69,14 @@ _MAX_TRAINING_SENTENCES = 2_000_000
 
 class TokenizerError(DataError):
     """The tokenizer cannot be trained or loaded with the given settings."""
+
+
+class VocabularyTooLarge(TokenizerError):
+    """The training text yields fewer pieces than asked for; ``fits`` is the most it yields."""
+
+    def __init__(self, message: str, fits: int) -> None:
+        super().__init__(message)
+        self.fits = fits
 
 
 class SentencePieceTokenizer:
@@ -194,6 +203,7 @@ class SentencePieceTokenizer:
         model_type: ModelType = "bpe",
         cache_dir: str | os.PathLike[str],
         seed: int = 0,
+        shrink_to_fit: bool = False,
     ) -> SentencePieceTokenizer:
         """The cached model for these files and settings, trained first if there is none.
 
@@ -205,6 +215,9 @@ class SentencePieceTokenizer:
             cache_dir: where models are kept; created if missing.
             seed: seeds the sampling of training sentences (only corpora of more than
                 2M lines are sampled).
+            shrink_to_fit: a text too small for ``vocab_size`` gets the largest vocabulary it
+                yields, with a warning, instead of an error (kept under the name of the size
+                asked for, so the next run finds it).
         """
         if model_type not in MODEL_TYPES:
             raise TokenizerError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
@@ -215,7 +228,18 @@ class SentencePieceTokenizer:
         if path.is_file():
             log.info("tokenizer: using cached %s", path)
             return cls(path)
-        serialized = _train(paths, vocab_size=vocab_size, model_type=model_type, seed=seed)
+        try:
+            serialized = _train(paths, vocab_size=vocab_size, model_type=model_type, seed=seed)
+        except VocabularyTooLarge as error:
+            if not shrink_to_fit:
+                raise
+            warnings.warn(
+                f"vocab_size={vocab_size} is more than the training text yields ({', '.join(map(str, paths))}): "
+                f"trained the largest vocabulary it supports, {error.fits} pieces; the model is built for that size. "
+                f"Set vocab_size to {error.fits} or less to silence this.",
+                stacklevel=2,
+            )
+            serialized = _train(paths, vocab_size=error.fits, model_type=model_type, seed=seed)
         _publish(serialized, path)
         log.info("tokenizer: trained %s", path)
         # Load what is on disk, not what we trained: if another process published first,
@@ -297,9 +321,10 @@ def _explain(error: RuntimeError, files: Sequence[Path], vocab_size: int) -> Tok
     too_high = re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", message)
     if too_high:
         fits = int(too_high.group(2))
-        return TokenizerError(
+        return VocabularyTooLarge(
             f"vocab_size={vocab_size} is too large for the training text ({names}): it yields at most {fits} "
-            f"pieces. Set vocab_size to {fits} or less (data.init_args.vocab_size in a config), or train on more text."
+            f"pieces. Set vocab_size to {fits} or less (data.init_args.vocab_size in a config), or train on more text.",
+            fits,
         )
     too_low = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
     if too_low:

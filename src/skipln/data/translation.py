@@ -287,7 +287,8 @@ class TranslationDataModule(LightningDataModule):
         tgt_lang: the target language code.
         vocab_size: the size of the joint sentencepiece vocabulary trained on the training
             split (ignored when ``tokenizer_model`` is given). A trained model has exactly
-            this many pieces, so a model's embedding size can be set to it.
+            this many pieces, or, for a corpus too small for it, the most the corpus yields
+            (with a warning). The CLI sets the model's ``vocab_size`` from the data module's.
         tokenizer_model: a sentencepiece ``.model`` file to use instead of training one.
         model_type: ``bpe`` or ``unigram``.
         max_tokens: the budget of one batch, ``sentences × longest`` (fairseq's
@@ -340,7 +341,7 @@ class TranslationDataModule(LightningDataModule):
             )
         self.data_dir = embedded_corpus_dir(embedded) if self.embedded else Path(data_dir).expanduser()
         self.src_lang, self.tgt_lang = src_lang, tgt_lang
-        self.vocab_size = vocab_size
+        self.requested_vocab_size = vocab_size
         self.tokenizer_model = tokenizer_model
         self.model_type = model_type
         self.max_tokens = max_tokens
@@ -428,12 +429,19 @@ class TranslationDataModule(LightningDataModule):
                 self._check_pairs("train")
                 self._tokenizer = SentencePieceTokenizer.train_or_load(
                     self.files("train"),
-                    vocab_size=self.vocab_size,
+                    vocab_size=self.requested_vocab_size,
                     model_type=self.model_type,
                     cache_dir=self._tokenizer_cache_dir(),
+                    shrink_to_fit=True,
                 )  # not seeded by `seed`: runs that differ only in their seed share one vocabulary
             rank_zero_info(f"{self.name}: tokenizer {self._tokenizer}")
         return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's size, which the CLI links into the model: ``vocab_size`` as asked, or less
+        for a corpus too small for it (trained, or loaded, on first use)."""
+        return len(self.tokenizer)
 
     def _tokenizer_cache_dir(self) -> Path:
         if not self.embedded and os.access(self.data_dir, os.W_OK):
