@@ -84,7 +84,8 @@ def _quickstart_net() -> nn.Module:
     from skipln.skip import PostLN
 
     net_args = {key: value for key, value in quickstart()["net"].items() if key != "skip"}
-    return Transformer(skip=PostLN(), **net_args)
+    # The CLI links the data's vocabulary size into the network; the embedded corpus yields all of it.
+    return Transformer(skip=PostLN(), vocab_size=quickstart()["data"]["vocab_size"], **net_args)
 
 
 # --------------------------------------------------------------------------- fit
