@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from skipln.errors import ConfigError, SkipLNError
 from skipln.run_vocabulary import DIVERGED, FAILURE_REASON_TAG, FAILURE_TAG
 from skipln.tracking import mlflow_loggers
+from skipln.validation import is_int
 
 
 class DivergenceError(SkipLNError, RuntimeError):
@@ -48,7 +49,7 @@ class DivergenceGuard(Callback):
     def __init__(self, on_nonfinite: Literal["stop", "skip"] = "stop", max_skips: int = 100) -> None:
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"DivergenceGuard: 'on_nonfinite' must be 'stop' or 'skip', got {on_nonfinite!r}")
-        if isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 0:
+        if not is_int(max_skips) or max_skips < 0:
             raise ConfigError(f"DivergenceGuard: 'max_skips' must be an integer >= 0, got {max_skips!r}")
         self.on_nonfinite = on_nonfinite
         self.max_skips = max_skips

@@ -32,6 +32,7 @@ from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Resumable, Resume
 from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
+from skipln.validation import is_real
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Callbacks a run has one of: a later one (from the command line) replaces the default.
@@ -208,7 +209,7 @@ def check_optimizer(model: LightningModule) -> None:
     except ValueError as error:
         # torch's messages name the quantity ("Invalid learning rate: -1.0"), not the argument: name it for the user.
         given = getattr(optimizer, "keywords", {}) or {}
-        negative = [k for k, v in given.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0]
+        negative = [k for k, v in given.items() if is_real(v) and v < 0]
         where = f"optimizer.init_args.{negative[0]}" if len(negative) == 1 else "optimizer"
         raise ConfigError(f"model.init_args.{where}: {error}: give a valid value") from error
 

@@ -57,6 +57,7 @@ from torch.utils.hooks import RemovableHandle
 
 from skipln.errors import ConfigError
 from skipln.skip import SkipConnection
+from skipln.validation import is_int
 
 PREFIX = "grad"
 FIRST, LAST, RATIO, PARAMS = "first_block_input", "last_block_input", "last_over_first", "param_total"
@@ -121,7 +122,7 @@ class GradientMonitor(Callback):
     """
 
     def __init__(self, every_n_steps: int = 50) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
+        if not is_int(every_n_steps) or every_n_steps < 0:
             raise ConfigError(f"GradientMonitor: 'every_n_steps' must be an integer >= 0 (0 turns it off), got {every_n_steps!r}")
         self.every_n_steps = every_n_steps
         self._stacks: list[Stack] = []

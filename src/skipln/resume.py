@@ -68,6 +68,7 @@ from skipln.run_vocabulary import (
     RESUMES_TAG,
 )
 from skipln.tracking import mlflow_loggers
+from skipln.validation import is_int
 
 #: The exit status of a run stopped by SIGTERM (the shell's convention, 128 + signal number).
 SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
@@ -104,7 +105,7 @@ class ResumeState(Callback):
         dirpath: str | None = None,
         restore_random_state: bool = True,
     ) -> None:
-        if every_n_train_steps is not None and (isinstance(every_n_train_steps, bool) or not isinstance(every_n_train_steps, int) or every_n_train_steps < 1):
+        if every_n_train_steps is not None and (not is_int(every_n_train_steps) or every_n_train_steps < 1):
             raise ConfigError(f"ResumeState: 'every_n_train_steps' must be an integer >= 1 or null, got {every_n_train_steps!r}")
         if every_seconds is not None and not every_seconds > 0:
             raise ConfigError(f"ResumeState: 'every_seconds' must be > 0 or null, got {every_seconds!r}")

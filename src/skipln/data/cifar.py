@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 from skipln.data.image_loaders import ImageLoaders, Transformed, pin_on_gpu
 from skipln.errors import ConfigError, DataError
+from skipln.validation import is_int
 
 
 class CIFARDataModule(ImageLoaders, LightningDataModule):
@@ -66,14 +67,14 @@ class CIFARDataModule(ImageLoaders, LightningDataModule):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ConfigError(f"{owner}: 'batch_size' must be an integer >= 1, got {batch_size!r}")
-        if isinstance(val_size, bool) or not isinstance(val_size, int) or not 1 <= val_size < self.train_size:
+        if not is_int(val_size) or not 1 <= val_size < self.train_size:
             raise ConfigError(
                 f"{owner}: 'val_size' must be an integer in [1, {self.train_size}), the training images held out "
                 f"for validation; got {val_size!r}"
             )
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        if not is_int(num_workers) or num_workers < 0:
             raise ConfigError(f"{owner}: 'num_workers' must be an integer >= 0, got {num_workers!r}")
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)

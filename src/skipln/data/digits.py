@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 
 from skipln.data.image_loaders import ImageLoaders
 from skipln.errors import ConfigError
+from skipln.validation import is_int
 
 #: The data set's grey levels run from 0 to 16.
 _MAX_GREY_LEVEL = 16.0
@@ -73,7 +74,7 @@ class DigitsDataModule(ImageLoaders, LightningDataModule):
         augment: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ConfigError(f"DigitsDataModule: 'batch_size' must be an integer >= 1, got {batch_size!r}")
         for arg, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < value < 1.0:
@@ -83,7 +84,7 @@ class DigitsDataModule(ImageLoaders, LightningDataModule):
                 f"DigitsDataModule: val_fraction + test_fraction must leave at least 10% of the images for "
                 f"training, got {val_fraction} + {test_fraction}"
             )
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        if not is_int(num_workers) or num_workers < 0:
             raise ConfigError(f"DigitsDataModule: 'num_workers' must be an integer >= 0, got {num_workers!r}")
         self.save_hyperparameters(logger=False)
         self.batch_size = batch_size

@@ -29,6 +29,7 @@ from torchvision.transforms import v2
 
 from skipln.data.image_loaders import ImageLoaders, Transformed, pin_on_gpu
 from skipln.errors import ConfigError, DataError
+from skipln.validation import is_int
 
 #: The ``dataset`` value that reads a folder of class folders instead of a torchvision data set.
 IMAGE_FOLDER = "ImageFolder"
@@ -185,7 +186,7 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
             ("stats_images", stats_images, 1),
             ("image_size", 1 if image_size is None else image_size, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            if not is_int(value) or value < minimum:
                 raise ConfigError(f"ImageDataModule: '{arg}' must be an integer >= {minimum}, got {value!r}")
         if (mean is None) != (std is None):
             raise ConfigError("ImageDataModule: give both 'mean' and 'std' (one value per channel), or neither to compute them")

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from skipln.validation import is_int
+
 
 class IncrementalSeq2Seq(Protocol):
     """What a search needs from a model (:class:`skipln.models.transformer.Transformer` has it).
@@ -69,15 +71,15 @@ class Hypotheses:
 
 def check_search_args(beam_size: int, lenpen: float, max_len_a: float, max_len_b: int, min_len: int) -> None:
     """Raise a ``ValueError`` naming the first invalid argument of a search."""
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+    if not is_int(beam_size) or beam_size < 1:
         raise ValueError(f"'beam_size' must be an integer >= 1, got {beam_size!r}")
     if not math.isfinite(lenpen):
         raise ValueError(f"'lenpen' must be a finite number, got {lenpen!r}")
     if not math.isfinite(max_len_a) or max_len_a < 0:
         raise ValueError(f"'max_len_a' must be a number >= 0, got {max_len_a!r}")
-    if isinstance(max_len_b, bool) or not isinstance(max_len_b, int) or max_len_b < 0:
+    if not is_int(max_len_b) or max_len_b < 0:
         raise ValueError(f"'max_len_b' must be an integer >= 0, got {max_len_b!r}")
-    if isinstance(min_len, bool) or not isinstance(min_len, int) or min_len < 0:
+    if not is_int(min_len) or min_len < 0:
         raise ValueError(f"'min_len' must be an integer >= 0, got {min_len!r}")
 
 

@@ -32,6 +32,7 @@ from skipln.errors import ConfigError
 from skipln.skip import BlockSite, Plain, SkipConnection, SkipStrategy
 from skipln.skip.norms import DyT, ModelNorms, RMSNorm2d
 from skipln.skip.stochastic_depth import DropPath, check_drop_rate, drop_path_or_none, linear_drop_rates, with_drop
+from skipln.validation import is_int
 
 BlockStyle = Literal["basic", "preact"]
 SkipNorm = Literal["layer", "batch"]
@@ -387,7 +388,7 @@ def _validate(
     skip_norm: str,
     shortcut: str,
 ) -> None:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
+    if not is_int(depth) or depth < 8 or (depth - 2) % 6 != 0:
         raise ConfigError(
             f"ResNet: 'depth' must be 6n+2 for an integer n >= 1 (e.g. {', '.join(map(str, _valid_depths(56)))}, "
             f"..., 110), got {depth!r}"
@@ -399,7 +400,7 @@ def _validate(
     if shortcut not in _SHORTCUTS:
         raise ConfigError(f"ResNet: 'shortcut' must be one of {_SHORTCUTS}, got {shortcut!r}")
     for arg, value in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ConfigError(f"ResNet: '{arg}' must be an integer >= 1, got {value!r}")
     if not isinstance(skip, SkipStrategy):
         raise ConfigError(

@@ -38,6 +38,7 @@ from skipln.errors import ConfigError
 from skipln.models.attention import KeysValues, MultiheadAttention
 from skipln.skip import BlockSite, PostLN, SkipConnection, SkipStrategy
 from skipln.skip.stochastic_depth import check_drop_rate, drop_path_or_none, linear_drop_rates, with_drop
+from skipln.validation import is_int, is_real
 
 Activation = Literal["relu", "gelu"]
 Positions = Literal["sinusoidal", "learned"]
@@ -529,13 +530,13 @@ def _check_tokens(name: str, tokens: Tensor) -> None:
 def _validate(args: dict[str, Any]) -> None:
     for name in ("vocab_size", "encoder_layers", "decoder_layers", "dim", "ffn_dim", "heads", "max_positions"):
         value = args[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ConfigError(f"Transformer: '{name}' must be an integer >= 1, got {value!r}")
     if args["dim"] % args["heads"] != 0:
         raise ConfigError(f"Transformer: 'heads' ({args['heads']}) must divide 'dim' ({args['dim']})")
     for name in ("dropout", "attention_dropout", "activation_dropout"):
         value = args[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        if not is_real(value) or not 0.0 <= value < 1.0:
             raise ConfigError(f"Transformer: '{name}' must be a probability in [0, 1), got {value!r}")
     if args["activation"] not in _ACTIVATIONS:
         raise ConfigError(f"Transformer: 'activation' must be one of {sorted(_ACTIVATIONS)}, got {args['activation']!r}")

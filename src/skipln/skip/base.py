@@ -45,7 +45,6 @@ Hooks with do-nothing defaults cover strategies that need more than one block:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,30 +274,9 @@ def identity(x: Tensor) -> Tensor:
     return x
 
 
-def check_finite(name: str, value: float, owner: str) -> float:
-    """Validate a real-valued hyperparameter, naming it in the error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{owner}: '{name}' must be a finite real number, got {value!r}")
-    return float(value)
-
-
-def check_positive_int(name: str, value: int, owner: str) -> int:
-    """Validate a count hyperparameter, naming it in the error."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{owner}: '{name}' must be an integer >= 1, got {value!r}")
-    return value
-
-
 def format_number(value: float) -> str:
     """``2.0`` → ``"2"``, ``0.5`` → ``"0.5"``: for tags."""
     return f"{value:g}"
-
-
-def check_bool(name: str, value: bool, owner: str) -> bool:
-    """Validate a switch hyperparameter, naming it in the error."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{owner}: '{name}' must be true or false, got {value!r}")
-    return value
 
 
 StreamT = TypeVar("StreamT")

@@ -13,12 +13,12 @@ from skipln.skip.base import (
     SkipStrategy,
     StackBoundary,
     Sublayer,
-    check_finite,
     format_number,
     identity,
     resolve_norm,
     resolve_site,
 )
+from skipln.validation import check_finite
 from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 

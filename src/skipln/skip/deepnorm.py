@@ -12,12 +12,12 @@ from skipln.skip.base import (
     SkipConnection,
     SkipStrategy,
     Sublayer,
-    check_finite,
     format_number,
     identity,
     resolve_norm,
     resolve_site,
 )
+from skipln.validation import check_finite
 from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")

@@ -13,12 +13,11 @@ from skipln.skip.base import (
     SkipStrategy,
     Sublayer,
     channel_axis,
-    check_bool,
-    check_finite,
     format_number,
     identity,
     resolve_norm,
 )
+from skipln.validation import check_bool, check_finite
 from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 

@@ -12,10 +12,10 @@ from skipln.skip.base import (
     SkipConnection,
     SkipStrategy,
     Sublayer,
-    check_positive_int,
     identity,
     resolve_norm,
 )
+from skipln.validation import check_positive_int
 from skipln.skip.norms import NormKind, check_norm_kind, norm_suffix
 
 

@@ -16,11 +16,11 @@ from skipln.skip.base import (
     SkipConnection,
     SkipStrategy,
     Sublayer,
-    check_finite,
     format_number,
     identity,
     resolve_site,
 )
+from skipln.validation import check_finite
 
 INV_SQRT_DEPTH = "inv_sqrt_depth"
 

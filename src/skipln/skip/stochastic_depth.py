@@ -26,13 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from skipln.errors import ConfigError
+from skipln.validation import is_real
 
 Sublayer = Callable[[Tensor], Tensor]
 
 
 def check_drop_rate(value: float, owner: str, name: str = "drop_path_rate") -> float:
     """Validate a drop probability in [0, 1), naming it in the error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not is_real(value) or not 0.0 <= value < 1.0:
         raise ConfigError(f"{owner}: '{name}' must be a probability in [0, 1), got {value!r}")
     return float(value)
 

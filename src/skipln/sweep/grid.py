@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from skipln.errors import SkipLNError
+from skipln.validation import is_int, is_real
 
 GRID_KEYS = {
     "name": "the sweep's name (letters, digits, _ . -), the value of every run's 'sweep' tag",
@@ -266,7 +267,7 @@ def _search_axis(axis: str, spec: dict[str, Any], where: str) -> SearchAxis:
         )
     distribution, args = named[0], spec[named[0]]
     count = DISTRIBUTIONS[distribution]
-    numbers = isinstance(args, list) and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+    numbers = isinstance(args, list) and all(is_real(a) for a in args)
     if count is None:
         if not isinstance(args, list) or not args:
             raise SweepError(f"{where}: {distribution!r} takes a non-empty list of values, got {args!r}")
@@ -297,10 +298,10 @@ def _search(value: Any, path: Path, needed: bool) -> Search | None:
         raise SweepError(f"{where}: 'mode' must be max or min, got {value['mode']!r}")
     numbers = {key: value.get(key, default) for key, default in (("trials", 1), ("grace_period", 1), ("reduction_factor", 3))}
     for key, number in numbers.items():
-        if not isinstance(number, int) or isinstance(number, bool) or number < (2 if key == "reduction_factor" else 1):
+        if not is_int(number) or number < (2 if key == "reduction_factor" else 1):
             raise SweepError(f"{where}: '{key}' must be an integer >= {2 if key == 'reduction_factor' else 1}, got {number!r}")
     seed = value.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+    if seed is not None and (not is_int(seed) or seed < 0):
         raise SweepError(f"{where}: 'seed' must be an integer >= 0, got {seed!r}")
     return Search(numbers["trials"], value["metric"], value["mode"], numbers["grace_period"], numbers["reduction_factor"], seed)
 
@@ -313,14 +314,14 @@ def _label(items: Any) -> str:
 
 
 def _seeds(value: Any, path: Path) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         if value < 1:
             raise SweepError(f"grid file {path}: 'seeds' as a count must be >= 1, got {value}")
         return tuple(range(value))
     if (
         not isinstance(value, list)
         or not value
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+        or not all(is_int(s) and s >= 0 for s in value)
     ):
         raise SweepError(f"grid file {path}: 'seeds' must be a non-empty list of integers >= 0 or a count, got {value!r}")
     if len(set(value)) != len(value):

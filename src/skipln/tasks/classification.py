@@ -19,6 +19,7 @@ from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
 from skipln.tasks.compiling import check_compile, compile_once
 from skipln.tasks.hparams import save_task_hyperparameters
+from skipln.validation import is_int
 
 Batch = tuple[Tensor, Tensor]
 
@@ -193,7 +194,7 @@ class ClassificationTask(LightningModule):
 def _validate(net: nn.Module, num_classes: int, top_k: Sequence[int], label_smoothing: float) -> list[int]:
     if not isinstance(net, nn.Module):
         raise ConfigError(f"ClassificationTask: 'net' must be a torch.nn.Module, got {type(net).__name__}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_int(num_classes) or num_classes < 2:
         raise ConfigError(f"ClassificationTask: 'num_classes' must be an integer >= 2, got {num_classes!r}")
     net_classes = getattr(net, "num_classes", None)
     if isinstance(net_classes, int) and net_classes != num_classes:
@@ -203,7 +204,7 @@ def _validate(net: nn.Module, num_classes: int, top_k: Sequence[int], label_smoo
             f"to the same value."
         )
     ks = list(top_k)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_classes for k in ks) or len(set(ks)) != len(ks):
+    if not ks or any(not is_int(k) or not 1 <= k <= num_classes for k in ks) or len(set(ks)) != len(ks):
         raise ConfigError(
             f"ClassificationTask: 'top_k' must be distinct integers in [1, num_classes={num_classes}], got {top_k!r}"
         )

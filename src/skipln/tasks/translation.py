@@ -32,6 +32,7 @@ from skipln.resume import fill_missing_metric_states, persist_metric_states
 from skipln.skip import needs_profiling, profile
 from skipln.tasks.compiling import check_compile, compile_once
 from skipln.tasks.hparams import save_task_hyperparameters
+from skipln.validation import is_real
 
 Batch = dict[str, Any]
 
@@ -374,7 +375,7 @@ def _validate(
 ) -> None:
     if not isinstance(net, nn.Module):
         raise ConfigError(f"TranslationTask: 'net' must be a torch.nn.Module, got {type(net).__name__}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+    if not is_real(label_smoothing) or not 0.0 <= label_smoothing < 1.0:
         raise ConfigError(f"TranslationTask: 'label_smoothing' must be in [0, 1), got {label_smoothing!r}")
     try:
         check_search_args(beam_size, float(lenpen), float(max_len_a), max_len_b, min_len)

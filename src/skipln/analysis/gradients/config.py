@@ -20,6 +20,7 @@ from torch import nn
 
 from skipln.errors import ConfigError
 from skipln.skip import SkipStrategy
+from skipln.validation import is_int, is_real
 
 DEFAULT_CONFIG = Path("configs/analysis/gradients.yaml")
 KINDS = ("transformer", "resnet")
@@ -54,13 +55,13 @@ class _Section:
 
     def integer(self, name: str, minimum: int = 0) -> int:
         value = self.raw(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if not is_int(value) or value < minimum:
             raise ConfigError(f"{_where(self.source, self._path(name))} must be an integer >= {minimum}, got {value!r}")
         return value
 
     def number(self, name: str, low: float = -math.inf, high: float = math.inf) -> float:
         value = self.raw(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        if not is_real(value) or not low < value < high:
             raise ConfigError(f"{_where(self.source, self._path(name))} must be a number in ({low:g}, {high:g}), got {value!r}")
         return float(value)
 
@@ -69,7 +70,7 @@ class _Section:
         if (
             not isinstance(values, list)
             or not values
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values)
+            or any(not is_int(v) or v < minimum for v in values)
             or len(set(values)) != len(values)
         ):
             raise ConfigError(
@@ -82,7 +83,7 @@ class _Section:
         if (
             not isinstance(values, list)
             or not values
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf for v in values)
+            or any(not is_real(v) or not 0 < v < math.inf for v in values)
             or len(set(values)) != len(values)
         ):
             raise ConfigError(
