@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from skipln.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO, DamagedCheckpointError, DiskFullError, checkpoint_damage
-from skipln.resume import find_last_checkpoint
+from skipln.resumable_runs import find_last_checkpoint
 from test_resume import TINY, assert_same_training, client, fit_in_process, fit_in_subprocess, last_checkpoint, runs
 
 STATE = {"state_dict": {"w": torch.arange(4096, dtype=torch.float32)}, "global_step": 1}

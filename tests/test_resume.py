@@ -23,7 +23,8 @@ from skipln.data.image_loaders import training_loader
 from skipln.data.resumable import EpochSampler, ResumableDataLoader
 from skipln.errors import ConfigError
 from skipln.models.resnet import ResNet
-from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, find_last_checkpoint
+from skipln.resumable_runs import find_last_checkpoint
+from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE
 from skipln.run_vocabulary import CHECKPOINT_DIR_TAG, FIT_STATE_TAG, HOST_TAG, PID_TAG
 from skipln.skip import Plain
 from skipln.tasks.classification import ClassificationTask

@@ -28,7 +28,8 @@ from skipln.checkpoint_io import check_checkpoint
 from skipln.checkpoints import with_checkpoint_config
 from skipln.errors import ConfigError, explain_parser_error, explain_yaml_error, find_user_error
 from skipln.gradient_monitor import GradientMonitor
-from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, Resumable, ResumeState, find_last_checkpoint
+from skipln.resumable_runs import Resumable, find_last_checkpoint
+from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, ResumeState
 from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
@@ -84,7 +85,7 @@ class SkipLNCLI(LightningCLI):
             check_writable_folder(root, "trainer.default_root_dir")
 
     def _resolve_last(self, config: Any, init_args: Any) -> Resumable:
-        """The unfinished run of this config and its newest checkpoint (see :func:`skipln.resume.find_last_checkpoint`)."""
+        """The unfinished run of this config and its newest checkpoint (see :func:`skipln.resumable_runs.find_last_checkpoint`)."""
         import mlflow
         import yaml
 

@@ -14,7 +14,7 @@ FAILURE_TAG = "failure"
 FAILURE_REASON_TAG = "failure_reason"
 DIVERGED = "diverged"
 
-#: The fit's own state (:class:`skipln.resume.Resumable`): one of FIT_STATES.
+#: The fit's own state (:class:`skipln.resume.ResumeState` writes it): one of FIT_STATES.
 FIT_STATE_TAG = "fit_state"
 FIT_RUNNING, FIT_FINISHED, FIT_INTERRUPTED, FIT_FAILED = "running", "finished", "interrupted", "failed"
 FIT_STATES = (FIT_RUNNING, FIT_FINISHED, FIT_INTERRUPTED, FIT_FAILED)
@@ -57,6 +57,9 @@ CONFIG_HASH_TAG = "sweep_config_hash"
 ATTEMPTS_TAG = "sweep_attempts"
 FIT_EXIT_TAG = "sweep_fit_exit"
 TEST_EXIT_TAG = "sweep_test_exit"
+
+#: The newest full training checkpoint of a run, in its checkpoint folder (what ``--ckpt_path last`` resumes).
+LAST_CHECKPOINT = "last.ckpt"
 
 # -- the store --------------------------------------------------------------------------------------
 

@@ -6,19 +6,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from skipln.checkpoints import check_weights_fit
 from skipln.errors import ConfigError
 from skipln.optim import Schedule
-from skipln.resume import fill_missing_metric_states, persist_metric_states
-from skipln.skip import needs_profiling, profile
-from skipln.tasks.compiling import check_compile, compile_once
+from skipln.tasks.base import SkipLNTask
+from skipln.tasks.compiling import check_compile
 from skipln.tasks.hparams import save_task_hyperparameters
+from skipln.tasks.metric_states import persist_metric_states
 from skipln.validation import is_int
 
 Batch = tuple[Tensor, Tensor]
@@ -29,7 +27,7 @@ def accuracy_name(k: int) -> str:
     return "acc" if k == 1 else f"acc_top{k}"
 
 
-class ClassificationTask(LightningModule):
+class ClassificationTask(SkipLNTask):
     """Trains, evaluates and predicts with a classifier ``net`` (images → logits).
 
     Logs ``train/loss`` and ``train/acc`` per step and per epoch (Lightning suffixes them
@@ -93,12 +91,6 @@ class ClassificationTask(LightningModule):
         # Checkpoints carry the epoch's running training metrics and the best so far, so a resumed
         # run (even from mid-epoch) logs what the uninterrupted run would have.
         persist_metric_states(self.train_metrics, self.train_loss, self.val_acc_best)
-        self._profile_pending = False
-
-    def configure_model(self) -> None:
-        """Compile the network (once) when ``compile`` is set."""
-        if self.compile_net:
-            compile_once(self.net)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -128,24 +120,13 @@ class ClassificationTask(LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return loss, logits, y
 
-    def on_fit_start(self) -> None:
-        # Strategies such as Admin finish their initialisation from one forward pass on real data;
-        # false for every other strategy, and for a network restored from a profiled checkpoint.
-        self._profile_pending = needs_profiling(self.net)
-
     def on_train_epoch_start(self) -> None:
         # Not called when a run resumes mid-epoch: then the restored running metrics are the epoch's so far.
         self.train_loss.reset()
         self.train_metrics.reset()
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        fill_missing_metric_states(self, checkpoint)
-        check_weights_fit(self, checkpoint)
-
-    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        if self._profile_pending:
-            profile(self.net, lambda: self.net(batch[0]))
-            self._profile_pending = False
+    def forward_batch(self, batch: Batch) -> Tensor:
+        return self.net(batch[0])
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, logits, y = self._shared_step(batch)
@@ -182,13 +163,6 @@ class ClassificationTask(LightningModule):
         """The predicted class of each image; ``batch`` is images or ``(images, labels)``."""
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self(x).argmax(dim=-1)
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.net.parameters())
-        if self.schedule is None:
-            return optimizer
-        scheduler = self.schedule.build(optimizer, self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def _validate(net: nn.Module, num_classes: int, top_k: Sequence[int], label_smoothing: float) -> list[int]:

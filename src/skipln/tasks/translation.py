@@ -21,17 +21,17 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
-from skipln.checkpoints import RUN_DEFAULTS_KEY, check_weights_fit
+from skipln.checkpoints import RUN_DEFAULTS_KEY
 from skipln.decoding import Hypotheses, SpecialTokens, beam_search, greedy_search
 from skipln.decoding.greedy import check_search_args
 from skipln.errors import ConfigError
 from skipln.losses import label_smoothed_nll_loss
 from skipln.metrics import CorpusBLEU
 from skipln.optim import Schedule
-from skipln.resume import fill_missing_metric_states, persist_metric_states
-from skipln.skip import needs_profiling, profile
-from skipln.tasks.compiling import check_compile, compile_once
+from skipln.tasks.base import SkipLNTask
+from skipln.tasks.compiling import check_compile
 from skipln.tasks.hparams import save_task_hyperparameters
+from skipln.tasks.metric_states import persist_metric_states
 from skipln.validation import is_real
 
 Batch = dict[str, Any]
@@ -43,7 +43,7 @@ DECODING_OPTIONS = ("beam_size", "lenpen", "max_len_a", "max_len_b", "min_len", 
 _SPLITS = {"val": "valid", "test": "test"}
 
 
-class TranslationTask(LightningModule):
+class TranslationTask(SkipLNTask):
     """Trains a translation network and evaluates it with perplexity and BLEU.
 
     Loss: label-smoothed cross-entropy per target token (fairseq's
@@ -137,7 +137,6 @@ class TranslationTask(LightningModule):
         persist_metric_states(self.train_loss, self.train_nll, self.val_loss_best, self.val_bleu_best)
 
         self._references: dict[str, list[str]] = {}
-        self._profile_pending = False
 
     # ----------------------------------------------------------------------- setup
 
@@ -163,11 +162,6 @@ class TranslationTask(LightningModule):
         """The tokenizer's bos, eos and pad ids."""
         tokenizer = self.tokenizer
         return SpecialTokens(bos=tokenizer.bos_id, eos=tokenizer.eos_id, pad=tokenizer.pad_id)
-
-    def configure_model(self) -> None:
-        """Compile the network (once) when ``compile`` is set."""
-        if self.compile_net:
-            compile_once(self.net)
 
     def setup(self, stage: str) -> None:
         """Check that the data module's tokenizer fits the network."""
@@ -201,14 +195,8 @@ class TranslationTask(LightningModule):
         ntokens = (batch["target"] != pad).sum()
         return loss / ntokens, nll / ntokens, ntokens
 
-    def on_fit_start(self) -> None:
-        # Strategies such as Admin finish their initialisation from one forward pass on real data.
-        self._profile_pending = needs_profiling(self.net)
-
-    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        if self._profile_pending:
-            profile(self.net, lambda: self(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"]))
-            self._profile_pending = False
+    def forward_batch(self, batch: Batch) -> Tensor:
+        return self(batch["src_tokens"], batch["src_lengths"], batch["prev_output_tokens"])
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, nll, ntokens = self._losses(batch)
@@ -268,10 +256,6 @@ class TranslationTask(LightningModule):
         # How this run decodes: the defaults of a `test --ckpt_path` that names no config.
         checkpoint[RUN_DEFAULTS_KEY] = {name: getattr(self, name) for name in DECODING_OPTIONS}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        fill_missing_metric_states(self, checkpoint)
-        check_weights_fit(self, checkpoint)
-
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val", with_bleu=self.bleu_on_validation)
 
@@ -297,15 +281,6 @@ class TranslationTask(LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> tuple[list[int], list[str]]:
         """``(ids, translations)``: each source line's index and its translation (see :class:`TranslationWriter`)."""
         return batch["ids"].tolist(), self.translate(batch)
-
-    # ----------------------------------------------------------------------- optimization
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.net.parameters())
-        if self.schedule is None:
-            return optimizer
-        scheduler = self.schedule.build(optimizer, self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class TranslationWriter(BasePredictionWriter):
