@@ -93,3 +93,24 @@ def test_invalid_strategy_hyperparameter_exits_with_a_clear_message(workdir: Pat
         cli_main(["fit", *TINY, "--model=skipln_test_support.SkipHolder", "--model.skip=skipln.skip.RecursiveSkipLN", "--model.skip.recursions=0"])
     assert exit_info.value.code == 2
     assert "'recursions' must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_sweeps_run_name_is_led_by_the_net_and_data_once() -> None:
+    from types import SimpleNamespace
+
+    from skipln.tracking import sweep_run_name
+
+    model, data = SimpleNamespace(net=SimpleNamespace(name="resnet20")), SimpleNamespace(name="fashion_mnist")
+    assert sweep_run_name("rskip_ln2-s0", model, data) == "resnet20-fashion_mnist-rskip_ln2-s0"
+    assert sweep_run_name("resnet20-fashion_mnist-rskip_ln2-s0", model, data) == "resnet20-fashion_mnist-rskip_ln2-s0"
+    assert sweep_run_name("b-s0", SimpleNamespace(), SimpleNamespace()) == "b-s0"
+
+
+def test_a_fit_into_a_sweeps_run_names_it_like_every_other_run(workdir: Path) -> None:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlruns/mlflow.db")
+    experiment_id = client.create_experiment("skipln")
+    run_id = client.create_run(experiment_id, run_name="skip-s0", tags={"sweep": "demo"}).info.run_id
+    quickstart = Path(DEFAULTS).parent / "quickstart" / "resnet.yaml"
+    cli_main(["fit", f"--config={quickstart}", "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+              f"--trainer.logger.init_args.run_id={run_id}"], default_config_files=[DEFAULTS])  # fmt: skip
+    assert client.get_run(run_id).info.run_name == "resnet20-digits-skip-s0"

@@ -7,6 +7,9 @@ imports: the sweep driver and the reports read them without torch or Lightning.
 
 # -- every run ------------------------------------------------------------------------------------
 
+#: MLflow's own tag for the name the UI shows.
+RUN_NAME_TAG = "mlflow.runName"
+
 #: Set on a run that ended for a reason the user can act on: ``failure`` = its kind (``diverged``
 #: by :class:`skipln.callbacks.DivergenceGuard`; ``bad_input``, ``disk_full``, … by
 #: ``skipln.errors.SkipLNError.failure``) and ``failure_reason`` = the message, which says how to go on.

@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from skipln import compat
 from skipln.errors import ConfigError
-from skipln.run_vocabulary import SQLITE_PREFIX
+from skipln.run_vocabulary import RUN_NAME_TAG, SQLITE_PREFIX, SWEEP_TAG
 
 #: Key under which a checkpoint remembers the MLflow run that wrote it.
 CHECKPOINT_RUN_KEY = "skipln_mlflow_run_id"
@@ -63,6 +63,14 @@ def run_name(model: LightningModule, datamodule: Any) -> str:
     return "-".join(str(p) for p in parts if p) or type(model).__name__
 
 
+def sweep_run_name(name: str, model: LightningModule, datamodule: Any) -> str:
+    """A sweep's run name (its cell's labels and seed, ``rskip_ln2-s0``) led by the net and data, as
+    every other run's: ``resnet20-fashion_mnist-rskip_ln2-s0``; unchanged if it already is."""
+    parts = [getattr(getattr(model, "net", None), "name", None), getattr(datamodule, "name", None)]
+    prefix = "-".join(str(p) for p in parts if p)
+    return name if not prefix or name.startswith(f"{prefix}-") else f"{prefix}-{name}"
+
+
 def run_tags(model: LightningModule, datamodule: Any) -> dict[str, str]:
     net = getattr(model, "net", None)
     skip = getattr(net, "skip", None)
@@ -79,15 +87,20 @@ def name_runs(trainer: Trainer, model: LightningModule, datamodule: Any) -> None
     """Give every MLflow run that has not started yet a readable name and searchable tags."""
     for logger in mlflow_loggers(trainer):
         run_id = compat.logger_given_run_id(logger)
-        if run_id is not None:  # an existing run (sweep, resume, test) keeps its name
+        if run_id is not None:  # an existing run (resume, test) keeps its name; a sweep's gets the net and data
             if trainer.is_global_zero:
                 existing = logger.experiment.get_run(run_id).data.tags
                 for key, value in run_tags(model, datamodule).items():
                     if key not in existing:
                         logger.experiment.set_tag(run_id, key, value)
+                name = existing.get(RUN_NAME_TAG)
+                if SWEEP_TAG in existing and name:
+                    qualified = sweep_run_name(name, model, datamodule)
+                    if qualified != name:
+                        logger.experiment.set_tag(run_id, RUN_NAME_TAG, qualified)
             continue
         tags = dict(logger.tags or {})
-        tags.setdefault("mlflow.runName", run_name(model, datamodule))
+        tags.setdefault(RUN_NAME_TAG, run_name(model, datamodule))
         for key, value in run_tags(model, datamodule).items():
             tags.setdefault(key, value)
         logger.tags = tags
