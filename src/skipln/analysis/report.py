@@ -37,7 +37,20 @@ import pandas as pd
 
 from skipln.analysis.comparison import against_baseline, comparison_markdown
 from skipln.errors import SkipLNError
-from skipln.run_vocabulary import AXIS_TAG_PREFIX, CELL_INDEX_TAG, CELL_TAG, RESULT, SEED_TAG, STAGE_TAG, SWEEP_TAG, VALUE_TAG_PREFIX
+from skipln.run_vocabulary import (
+    AXIS_TAG_PREFIX,
+    CELL_INDEX_TAG,
+    CELL_TAG,
+    FITTED,
+    RESULT,
+    SEED_TAG,
+    STAGE_TAG,
+    STATE_TAG,
+    SWEEP_TAG,
+    TESTED,
+    TRIAL,
+    VALUE_TAG_PREFIX,
+)
 from skipln.sweep.grid import SWEEP_NAME
 from skipln.sweep.records import diverged, sweep_runs
 from skipln.sweep.store import defaults_file, read_store, search_all, store_exists
@@ -245,6 +258,7 @@ def run_frame(
                 "seed": seed,
                 "run_id": run.info.run_id,
                 "run_name": run.info.run_name,
+                "experiment_id": run.info.experiment_id,
                 "status": run.info.status,
                 "outcome": outcome(run, run_metric),
                 **info,
@@ -382,6 +396,54 @@ def problem_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.loc[runs["outcome"] != "ok", columns].reset_index(drop=True)
 
 
+# --- the search ----------------------------------------------------------------------------
+
+
+def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective | None) -> pd.DataFrame:
+    """One row per trial of the sweeps' searches: its cell, the values it tried, how far it got, its best ``objective``.
+
+    What the picked values were picked from: a researcher checks that the best one is not at the
+    edge of what was tried, and how much the choice mattered.
+    """
+    experiments = dict.fromkeys(runs["experiment_id"]) if "experiment_id" in runs else {}
+    sweeps = [sweep for sweep in dict.fromkeys(runs["sweep"]) if sweep and sweep != AD_HOC] if len(runs) else []
+    labels = runs.drop_duplicates(["sweep", "cell"]).set_index(["sweep", "cell"])["strategy"].to_dict() if len(runs) else {}
+    rows = []
+    for experiment_id in experiments:
+        for sweep in sweeps:
+            for run in sweep_runs(client, experiment_id, sweep, TRIAL):
+                tags = run.data.tags
+                values = {key.removeprefix(VALUE_TAG_PREFIX): tags.get(AXIS_TAG_PREFIX + key.removeprefix(VALUE_TAG_PREFIX), "?")
+                          for key in tags if key.startswith(VALUE_TAG_PREFIX)}  # fmt: skip
+                best = None
+                if objective is not None:
+                    history_ = history(client, run.info.run_id, objective.key)
+                    history_ = history_[history_.map(_finite)]
+                    best = (history_.max() if objective.mode == "max" else history_.min()) if len(history_) else None
+                rows.append({
+                    "sweep": sweep, "cell": tags.get(CELL_TAG), "cell_index": _int(tags.get(CELL_INDEX_TAG)),
+                    "strategy": labels.get((sweep, tags.get(CELL_TAG)), tags.get(CELL_TAG)),
+                    "values": ", ".join(f"{axis}={value}" for axis, value in sorted(values.items())),
+                    "state": tags.get(STATE_TAG, run.info.status.lower()),
+                    "best_metric": str(objective) if objective else None, "best": best, "run_id": run.info.run_id,
+                })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["cell_index", "values"], kind="stable").reset_index(drop=True) if len(frame) else frame
+
+
+def trials_markdown(trials: pd.DataFrame) -> str:
+    """Strategies down, values tried across; each entry the best objective, marked where ASHA stopped the trial."""
+    def entry(row: pd.Series) -> str:
+        value = "—" if row["best"] is None or pd.isna(row["best"]) else f"{row['best']:.4f}"
+        return value + ("" if row["state"] in (FITTED, TESTED) else f" ({row['state']})")
+
+    cells = trials.assign(entry=trials.apply(entry, axis=1), order=trials["cell_index"].fillna(math.inf))
+    cells = cells.drop_duplicates(["order", "strategy", "values"], keep="last")  # a trial tried again: its last run
+    table = cells.pivot(index=["order", "strategy"], columns="values", values="entry").sort_index(level=0).droplevel(0)
+    table.columns.name = None
+    return markdown(table.fillna(""))
+
+
 # --- learning curves -----------------------------------------------------------------------
 
 
@@ -448,6 +510,7 @@ class Report:
     curve_keys: tuple[str, ...] = ()
     figures: dict[str, Figure] = field(default_factory=dict)
     comparisons: pd.DataFrame | None = None
+    trials: pd.DataFrame | None = None
 
     def markdown(self, title: str) -> str:
         lines = [
@@ -472,7 +535,12 @@ class Report:
         if len(tuned):
             values = tuned.drop_duplicates(["net", "strategy", "data"])[["net", "strategy", "data", "tuned"]]
             lines += ["", "## Values found by the search", "", markdown(values.set_index(["net", "strategy", "data"])), "",
-                      "Each cell's search-space axes were tuned by the sweep (Optuna with ASHA) before its seeds ran at these values."]  # fmt: skip
+                      "Each cell's search-space axes were tuned by the sweep (Optuna or a grid, with ASHA stopping "
+                      "trials that trailed) before its seeds ran at these values."]  # fmt: skip
+        if self.trials is not None and len(self.trials):
+            lines += ["", "## The search, trial by trial", "", trials_markdown(self.trials), "",
+                      f"Each entry: the trial's {self.trials['best_metric'].iloc[0]} (one seed); "
+                      "'pruned': ASHA stopped it early, so its value is from fewer steps."]  # fmt: skip
         problems = problem_runs(self.runs)
         if len(problems):
             lines += ["", "## Runs left out", "", markdown(problems.set_index(["net", "strategy"]))]
@@ -496,7 +564,9 @@ def build_report(
             keys += PROFILES[task].curves if task in PROFILES else []
         curve_keys = list(dict.fromkeys(keys))
     comparisons = against_baseline(frame, baseline) if baseline is not None else None
-    report = Report(frame, summary, paper_table(summary), tuple(curve_keys), comparisons=comparisons)
+    objective = best or next((PROFILES[task].best for task in dict.fromkeys(frame["task"]) if task in PROFILES), None) if len(frame) else best
+    trials = search_trials(client, frame, objective) if len(frame) else None
+    report = Report(frame, summary, paper_table(summary), tuple(curve_keys), comparisons=comparisons, trials=trials)
     for key in report.curve_keys:
         points = curves(client, frame, key)
         if len(points):
@@ -514,6 +584,9 @@ def write_report(report: Report, out: Path, title: str) -> list[Path]:
     if report.comparisons is not None:
         written.append(out / "comparisons.csv")
         report.comparisons.to_csv(written[-1], index=False)
+    if report.trials is not None and len(report.trials):
+        written.append(out / "trials.csv")
+        report.trials.to_csv(written[-1], index=False)
     for key, figure in report.figures.items():
         path = out / f"curves-{key.replace('/', '_')}.png"
         figure.savefig(path, dpi=90)
