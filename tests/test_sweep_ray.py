@@ -163,3 +163,16 @@ def test_a_diverging_cell_is_recorded_as_diverged_and_the_others_finish(repo: Pa
     assert sweep(path) == 0
     states = {r.data.tags["sweep.nan"]: (r.data.tags["sweep_state"], r.info.status) for r in runs(repo)}
     assert states == {"fine": ("tested", "FINISHED"), "blows": ("diverged", "FAILED")}
+
+
+def test_a_cell_whose_search_fails_stops_alone_and_the_others_run_their_seeds(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A trainer setting Lightning refuses: every trial of that cell exits with a config error.
+    path = grid(
+        repo,
+        "axes:\n  mode: {fine: --trainer.max_epochs=1, broken: --trainer.max_epochs=-5}\n"
+        "  lr: {key: model.init_args.lr, grid_search: [0.1]}\n"
+        "search: {trials: 1, metric: val/loss, mode: min}\nseeds: 1\n",
+    )
+    assert sweep(path) == 1
+    assert [(r.data.tags["sweep.mode"], r.data.tags["sweep_state"]) for r in runs(repo)] == [("fine", "tested")]
+    assert "not run: mode=broken, its search failed: the search of mode=broken found no value" in capsys.readouterr().out

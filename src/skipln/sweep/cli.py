@@ -13,6 +13,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from skipln.sweep.grid import SWEEP_NAME, Grid, SweepError, load_grid, overrides
 from skipln.sweep.launch import Launcher
@@ -120,15 +121,24 @@ def _run(args: argparse.Namespace, extra: tuple[str, ...]) -> int:
     from skipln.sweep.search import search_cell
 
     with ray_session(args.address, args.num_cpus, args.num_gpus, store.is_sqlite):
-        tuned = {cell.key: search_cell(sweep, cell) for cell in grid.cells()} if grid.search_axes else {}
-        planned = sweep.plan(tuned)
+        tuned: dict[str, dict[str, Any]] = {}
+        unsearched: dict[str, str] = {}
+        for cell in grid.cells() if grid.search_axes else ():
+            try:
+                tuned[cell.key] = search_cell(sweep, cell)
+            except SweepError as error:  # e.g. a strategy that refuses this network: only its cell stops
+                unsearched[cell.key] = str(error)
+                print(f"error: {error}; the other cells go on", file=sys.stderr)
+        planned = [item for item in sweep.plan(tuned) if item.cell.key not in unsearched]
         todo = [item for item in planned if item.action is not Action.SKIP][: args.max_runs]
         for item in todo:
             if item.run_id is None:
                 sweep.create_run(item, tuned.get(item.cell.key))
         errors = sweep.run_results(todo) if todo else {}
     print("\n" + summary(sweep, planned, errors))
-    return 1 if errors else 0
+    for key, message in unsearched.items():
+        print(f"not run: {key}, its search failed: {message}")
+    return 1 if errors or unsearched else 0
 
 
 def _dry_run(sweep: Sweep, store_has_runs: bool, max_runs: int | None) -> str:
