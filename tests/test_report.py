@@ -321,15 +321,16 @@ def test_search_trials_and_searches_are_not_results(store: Store) -> None:
 
 def test_the_report_lists_every_trial_of_the_search_with_its_best_value_and_whether_it_was_pruned(store: Store, workdir: Path) -> None:
     store.run("post_ln", 0, classified(0.9))
-    for lr, accs, state in (("0.01", (0.70, 0.80), "fitted"), ("0.1", (0.60,), "pruned")):
-        trial = store.run("post_ln", 0, {"val/acc": list(accs)})
+    for lr, accs, state, status in (("0.01", (0.70, 0.80), "fitted", "FINISHED"), ("0.1", (0.60,), "pruned", "FINISHED"), ("1.0", (), "fitting", "FAILED")):
+        trial = store.run("post_ln", 0, {"val/acc": list(accs)}, status=status)
         for key, value in (("sweep_stage", "trial"), ("sweep.lr", lr), ("sweep_value.lr", lr), ("sweep_state", state)):
             store.client.set_tag(trial, key, value)
     report = store.report()
-    assert report.trials is not None and sorted(zip(report.trials["values"], report.trials["best"])) == [("lr=0.01", 0.8), ("lr=0.1", 0.6)]
+    assert report.trials is not None
+    assert sorted(zip(report.trials["values"], report.trials["best"].fillna(-1))) == [("lr=0.01", 0.8), ("lr=0.1", 0.6), ("lr=1.0", -1)]
     text = report.markdown("demo")
     assert "## The search, trial by trial" in text
-    assert "| post_ln | 0.8000 | 0.6000 (pruned) |" in text
+    assert "| post_ln | 0.8000 | 0.6000 (pruned) | — (failed) |" in text
 
 
 def ad_hoc_run(store: Store, skip: str, acc: float, data: str = "digits") -> str:

@@ -41,6 +41,7 @@ from skipln.run_vocabulary import (
     AXIS_TAG_PREFIX,
     CELL_INDEX_TAG,
     CELL_TAG,
+    DIVERGED,
     FITTED,
     RESULT,
     SEED_TAG,
@@ -424,7 +425,8 @@ def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective
                     "sweep": sweep, "cell": tags.get(CELL_TAG), "cell_index": _int(tags.get(CELL_INDEX_TAG)),
                     "strategy": labels.get((sweep, tags.get(CELL_TAG)), tags.get(CELL_TAG)),
                     "values": ", ".join(f"{axis}={value}" for axis, value in sorted(values.items())),
-                    "state": tags.get(STATE_TAG, run.info.status.lower()),
+                    # A trial whose process failed (not diverged) is left in its last state: say it failed.
+                    "state": "failed" if run.info.status == "FAILED" and tags.get(STATE_TAG) != DIVERGED else tags.get(STATE_TAG, run.info.status.lower()),
                     "best_metric": str(objective) if objective else None, "best": best, "run_id": run.info.run_id,
                 })  # fmt: skip
     frame = pd.DataFrame(rows)
