@@ -267,7 +267,11 @@ def test_the_command_writes_markdown_csv_and_curves(store: Store, workdir: Path,
         store.run("rskip_ln-r2", seed, classified(acc))
     assert main(["demo"]) == 0
     out = workdir / "reports" / "demo"
-    assert sorted(p.name for p in out.iterdir()) == ["curves-train_loss_epoch.png", "curves-val_acc.png", "runs.csv", "table.csv", "table.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves-train_loss_epoch.csv", "curves-train_loss_epoch.png", "curves-val_acc.csv", "curves-val_acc.png", "runs.csv", "table.csv", "table.md"
+    ]
+    points = pd.read_csv(out / "curves-val_acc.csv")
+    assert list(points.columns) == ["net", "data", "strategy", "seed", "run_id", "step", "value"] and len(points) == 4  # 2 runs × 2 steps
     assert "| resnet20 | rskip_ln-r2 | 0.8500 ± 0.0707 (n=2) |" in (out / "table.md").read_text()
     assert pd.read_csv(out / "table.csv")["value_mean"].tolist() == pytest.approx([0.85])
     assert len(pd.read_csv(out / "runs.csv")) == 2

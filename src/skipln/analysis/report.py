@@ -511,6 +511,8 @@ class Report:
     table: pd.DataFrame
     curve_keys: tuple[str, ...] = ()
     figures: dict[str, Figure] = field(default_factory=dict)
+    #: Per curve: every run's points, with its strategy and seed (what the figure averages).
+    points: dict[str, pd.DataFrame] = field(default_factory=dict)
     comparisons: pd.DataFrame | None = None
     trials: pd.DataFrame | None = None
 
@@ -573,11 +575,13 @@ def build_report(
         points = curves(client, frame, key)
         if len(points):
             report.figures[key] = plot_curves(frame, points, key)
+            labels = frame[["run_id", "net", "data", "strategy", "seed"]]
+            report.points[key] = labels.merge(points, on="run_id")[["net", "data", "strategy", "seed", "run_id", "step", "value"]]
     return report
 
 
 def write_report(report: Report, out: Path, title: str) -> list[Path]:
-    """Write table.md, table.csv, runs.csv and curves-*.png under ``out``; returns the paths."""
+    """Write table.md, table.csv, runs.csv, curves-*.png and their points (curves-*.csv) under ``out``; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "table.md", out / "table.csv", out / "runs.csv"]
     written[0].write_text(report.markdown(title))
@@ -593,6 +597,9 @@ def write_report(report: Report, out: Path, title: str) -> list[Path]:
         path = out / f"curves-{key.replace('/', '_')}.png"
         figure.savefig(path, dpi=90)
         written.append(path)
+        if key in report.points:  # the numbers behind the figure, to re-plot or quote
+            written.append(path.with_suffix(".csv"))
+            report.points[key].to_csv(written[-1], index=False)
     return written
 
 
