@@ -21,8 +21,8 @@ to stop at any moment:
   and the number of ``resumes``, and notes when the previous process died without closing the
   run (it was still RUNNING). The run ends FINISHED like any other.
 
-:func:`find_last_checkpoint` is how ``fit --ckpt_path last`` finds what to resume when the
-run is not named (see its docstring for the rule).
+How ``fit --ckpt_path last`` finds what to resume when the run is not named is
+:func:`skipln.resumable_runs.find_last_checkpoint`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ COMMAND = "python main.py"
 def fit_summary(trainer: Trainer) -> list[str]:
     """The run, its best monitored score, its checkpoints, and the command that tests it."""
     lines = _run_lines(trainer, "fit")
-    best_path: str | None = None
+    best_path, last_path = "", ""
     for callback in trainer.checkpoint_callbacks:
         if not isinstance(callback, ModelCheckpoint):
             continue
@@ -32,8 +32,9 @@ def fit_summary(trainer: Trainer) -> list[str]:
             best_path = best_path or callback.best_model_path
             lines.append(f"  best checkpoint: {callback.best_model_path}")
         if callback.last_model_path:
+            last_path = last_path or callback.last_model_path
             lines.append(f"  last checkpoint: {callback.last_model_path}")
-    tested = best_path or next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), None)
+    tested = best_path or last_path
     if tested:
         # The checkpoint holds the model's and the data's config, and knows its run: nothing else is needed.
         lines.append(f"  test it: {COMMAND} test --ckpt_path {shlex.quote(str(tested))}")

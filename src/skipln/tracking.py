@@ -52,22 +52,24 @@ def mlflow_loggers(trainer: Trainer) -> list[MLFlowLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)]
 
 
+def _name_parts(model: LightningModule, datamodule: Any, with_strategy: bool = True) -> str:
+    """``<net>-<data>[-<strategy>]``, the parts that are known."""
+    net = getattr(model, "net", None)
+    parts = [getattr(net, "name", None), getattr(datamodule, "name", None)]
+    if with_strategy:
+        parts.append(getattr(getattr(net, "skip", None), "tag", None))
+    return "-".join(str(p) for p in parts if p)
+
+
 def run_name(model: LightningModule, datamodule: Any) -> str:
     """``<net>-<data>-<strategy>``, e.g. ``resnet56-cifar10-rskip_ln-r2``; parts that are unknown are left out."""
-    net = getattr(model, "net", None)
-    parts = [
-        getattr(net, "name", None),
-        getattr(datamodule, "name", None),
-        getattr(getattr(net, "skip", None), "tag", None),
-    ]
-    return "-".join(str(p) for p in parts if p) or type(model).__name__
+    return _name_parts(model, datamodule) or type(model).__name__
 
 
 def sweep_run_name(name: str, model: LightningModule, datamodule: Any) -> str:
     """A sweep's run name (its cell's labels and seed, ``rskip_ln2-s0``) led by the net and data, as
     every other run's: ``resnet20-fashion_mnist-rskip_ln2-s0``; unchanged if it already is."""
-    parts = [getattr(getattr(model, "net", None), "name", None), getattr(datamodule, "name", None)]
-    prefix = "-".join(str(p) for p in parts if p)
+    prefix = _name_parts(model, datamodule, with_strategy=False)
     return name if not prefix or name.startswith(f"{prefix}-") else f"{prefix}-{name}"
 
 

@@ -217,6 +217,13 @@ def history(client: MlflowClient, run_id: str, key: str) -> pd.Series:
     return pd.Series({m.step: m.value for m in points}, dtype=float, name=key)
 
 
+def best_of(client: MlflowClient, run_id: str, objective: Objective) -> float | None:
+    """The best finite value ``objective`` reached during the run (None if it logged none)."""
+    values = history(client, run_id, objective.key)
+    values = values[values.map(_finite)]
+    return (values.max() if objective.mode == "max" else values.min()) if len(values) else None
+
+
 def run_frame(
     client: MlflowClient, runs: Sequence[Run], metric: str | None = None, best: Objective | None = None
 ) -> pd.DataFrame:
@@ -246,11 +253,7 @@ def run_frame(
         if run_metric is None:
             unknown.add(info["task"])
             continue
-        best_value = None
-        if run_best is not None:
-            values = history(client, run.info.run_id, run_best.key)
-            values = values[values.map(_finite)]
-            best_value = (values.max() if run_best.mode == "max" else values.min()) if len(values) else None
+        best_value = best_of(client, run.info.run_id, run_best) if run_best is not None else None
         rows.append(
             {
                 "sweep": sweep,
@@ -416,11 +419,7 @@ def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective
                 tags = run.data.tags
                 values = {key.removeprefix(VALUE_TAG_PREFIX): tags.get(AXIS_TAG_PREFIX + key.removeprefix(VALUE_TAG_PREFIX), "?")
                           for key in tags if key.startswith(VALUE_TAG_PREFIX)}  # fmt: skip
-                best = None
-                if objective is not None:
-                    history_ = history(client, run.info.run_id, objective.key)
-                    history_ = history_[history_.map(_finite)]
-                    best = (history_.max() if objective.mode == "max" else history_.min()) if len(history_) else None
+                best = best_of(client, run.info.run_id, objective) if objective is not None else None
                 rows.append({
                     "sweep": sweep, "cell": tags.get(CELL_TAG), "cell_index": _int(tags.get(CELL_INDEX_TAG)),
                     "strategy": labels.get((sweep, tags.get(CELL_TAG)), tags.get(CELL_TAG)),
