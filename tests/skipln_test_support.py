@@ -61,15 +61,17 @@ class SignalAtStep(Callback):
     ``SIGTERM`` is what a scheduler or ``kill`` sends: the run stops gracefully after the step.
     ``SIGKILL`` ends the process on the spot, as an out-of-memory kill or a lost machine would.
     Only a run that did not start from a checkpoint is interrupted, so the resumed run, with the
-    same config, goes to the end.
+    same config, goes to the end. Under DDP only global rank ``rank`` is signalled (rank 0 is the
+    process Lightning's launcher runs in, the one a scheduler or ``kill`` reaches).
     """
 
-    def __init__(self, signal: str = "SIGTERM", step: int = 1) -> None:
+    def __init__(self, signal: str = "SIGTERM", step: int = 1, rank: int = 0) -> None:
         self.signal = signal
         self.step = step
+        self.rank = rank
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
-        if trainer.global_step == self.step and trainer.ckpt_path is None:
+        if trainer.global_step == self.step and trainer.ckpt_path is None and trainer.global_rank == self.rank:
             os.kill(os.getpid(), getattr(signal_module, self.signal))
 
 

@@ -148,10 +148,10 @@ def metric_histories(workdir: Path, run: Run) -> dict[str, set[tuple[int, float]
     return {key: {(m.step, m.value) for m in c.get_metric_history(run.info.run_id, key)} for key in run.data.metrics}
 
 
-def assert_same_training(workdir: Path, reference: Run, resumed: Run) -> None:
+def assert_same_training(workdir: Path, reference: Run, resumed: Run, steps: int = 2 * STEPS_PER_EPOCH) -> None:
     """Bit-identical final weights, metric states, optimizer and schedule; the same metrics at every step."""
     a, b = last_checkpoint(workdir, reference), last_checkpoint(workdir, resumed)
-    assert a["global_step"] == b["global_step"] == 2 * STEPS_PER_EPOCH
+    assert a["global_step"] == b["global_step"] == steps
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][key]), key

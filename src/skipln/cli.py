@@ -29,7 +29,7 @@ from skipln.checkpoints import with_checkpoint_config
 from skipln.errors import ConfigError, explain_parser_error, explain_yaml_error, find_user_error
 from skipln.gradient_monitor import GradientMonitor
 from skipln.resumable_runs import Resumable, find_last_checkpoint
-from skipln.resume import SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, ResumeState
+from skipln.resume import LOST_PROCESS, ResumeState
 from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
@@ -150,25 +150,26 @@ class SkipLNCLI(LightningCLI):
         print_summary(self.trainer, predict_summary(self.trainer))
 
     def fit(self, model: LightningModule, **kwargs: Any) -> None:
-        """``trainer.fit``; a fit stopped by SIGTERM or Ctrl+C ends its MLflow run KILLED, not FAILED.
+        """``trainer.fit``; a fit stopped by SIGTERM, Ctrl+C or a lost DDP process ends its MLflow run KILLED, not FAILED.
 
         Lightning ends the run FAILED and, on SIGTERM, exits with status 0; the run was stopped, not
         broken, and a caller (a scheduler, the sweep runner) must not take it for finished: SIGTERM
-        exits with 143, Ctrl+C (SIGINT) with 130.
+        exits with 143, Ctrl+C (SIGINT) with 130, a fit whose other process died with 1 and one line
+        (:meth:`ResumeState.exit_code`).
         """
         try:
             self.trainer.fit(model, **kwargs)
         except BaseException:
-            interruption = next(
-                (c.interruption for c in self.trainer.callbacks if isinstance(c, ResumeState) and c.interruption), None
-            )
-            if interruption is None:
+            resume = next((c for c in self.trainer.callbacks if isinstance(c, ResumeState) and c.interruption), None)
+            if resume is None:
                 raise
             if self.trainer.is_global_zero:
                 for logger in mlflow_loggers(self.trainer):
                     if logger.run_id is not None:
                         logger.experiment.set_terminated(logger.run_id, "KILLED")
-            raise SystemExit(SIGTERM_EXIT_CODE if interruption == "SIGTERM" else SIGINT_EXIT_CODE) from None
+            if resume.interruption == LOST_PROCESS and resume.message:
+                print(f"error: {resume.message}", file=sys.stderr)
+            raise SystemExit(resume.exit_code(self.trainer.global_rank)) from None
 
 
 #: Messages other libraries print at start-up that a user of skipln cannot act on.

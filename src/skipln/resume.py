@@ -8,14 +8,17 @@ to stop at any moment:
   process killed outright (SIGKILL, out of memory, a lost machine) loses at most that much work.
   And at the end of every epoch, so that ``last.ckpt`` is always the newest state (Lightning's
   own ``save_last`` writes it only beside a new best checkpoint).
-- **SIGTERM.** Lightning's signal connector turns SIGTERM into a stop after the current
-  batch; this callback writes ``last.ckpt`` of exactly that step before the process exits, tags
-  the MLflow run ``interrupted`` (what, at which step) and ``resume_command`` (how to go on),
-  and the CLI ends the run KILLED with exit status 143 (``128 + SIGTERM``).
+- **SIGTERM and Ctrl+C.** The signal is only noted; after each training batch the ranks agree
+  (one all-reduce) whether any of them got one, and at the first step that resumes exactly every
+  rank writes ``last.ckpt`` of that step and stops. The MLflow run is tagged ``interrupted``
+  (what, at which step) and ``resume_command`` (how to go on), and the CLI ends it KILLED with
+  exit status 143 (``128 + SIGTERM``) or 130 (Ctrl+C). Under DDP the signal may reach one rank
+  only (Lightning's launcher is rank 0); a rank that dies outright (SIGKILL) makes the others
+  stop the same way, from the newest ``last.ckpt``.
 - **Random state.** Its ``state_dict`` holds the torch (CPU and CUDA), numpy and Python random
-  states, so dropout and augmentation continue with the numbers the uninterrupted run would
-  have drawn. The data loader's position in the epoch travels in the checkpoint too
-  (:class:`skipln.data.resumable.ResumableDataLoader`).
+  states — every rank's, under DDP — so dropout and augmentation continue with the numbers the
+  uninterrupted run would have drawn. The data loader's position in the epoch travels in the
+  checkpoint too (:class:`skipln.data.resumable.ResumableDataLoader`).
 - **Resume bookkeeping.** A ``fit`` started from a checkpoint continues the MLflow run that
   wrote it (the CLI's doing); this callback marks it RUNNING again, records ``resumed_from``
   and the number of ``resumes``, and notes when the previous process died without closing the
@@ -28,6 +31,7 @@ How ``fit --ckpt_path last`` finds what to resume when the run is not named is
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -36,6 +40,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+from torchmetrics import Metric
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -68,6 +75,12 @@ from skipln.validation import is_int
 SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
 #: The exit status of a run stopped by Ctrl+C (SIGINT).
 SIGINT_EXIT_CODE = 128 + int(signal.SIGINT)
+#: :attr:`ResumeState.interruption` when another process of a DDP run died.
+LOST_PROCESS = "lost process"
+#: How the process-group backends report a peer that is gone (gloo; NCCL).
+_LOST_PEER_MESSAGES = re.compile(
+    r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited|NCCL communicator was aborted"
+)
 
 
 
@@ -86,8 +99,8 @@ class ResumeState(Callback):
             checkpoint, so without this a fit's ``last.ckpt`` would hold its best epoch, not its last.
         dirpath: where ``last.ckpt`` goes; default: the first ``ModelCheckpoint``'s folder (the
             run's ``checkpoints/``), else ``<default_root_dir>/checkpoints``.
-        restore_random_state: put the checkpoint's random state back on resume (single process
-            only: under DDP each rank keeps its own seeding).
+        restore_random_state: put the checkpoint's random state back on resume (under DDP each
+            rank's own, when the number of processes is the one that wrote the checkpoint).
     """
 
     def __init__(
@@ -111,15 +124,19 @@ class ResumeState(Callback):
         self.restore_random_state = restore_random_state
         #: What stopped this process's fit ("SIGTERM", "SIGINT"), for the CLI to end the run KILLED.
         self.interruption: str | None = None
+        #: What the CLI prints when the fit was interrupted (where it stopped, how to resume).
+        self.message: str | None = None
         #: The command line that started this process (set by the CLI), to tell the user how to resume.
         self.command: Sequence[str] | None = None
-        self._pending_random_state: dict[str, Any] | None = None
+        self._trainer: Trainer | None = None
+        self._loaded_state: dict[str, Any] | None = None
         self._save_due = False
-        self._held_sigterm = False
         self._last_save_time = time.monotonic()
         self._last_save_step = -1
-        self._previous_sigint: Any = None
-        self._received_sigint = False
+        #: The signal this rank received, and the one the ranks agreed to stop on.
+        self._signal: signal.Signals | None = None
+        self._stop: signal.Signals | None = None
+        self._previous_handlers: dict[signal.Signals, Any] = {}
 
     # -- where --------------------------------------------------------------------------
 
@@ -154,7 +171,7 @@ class ResumeState(Callback):
     # -- saving -------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._catch_sigint(trainer)
+        self._catch_signals()
         self._last_save_time = time.monotonic()
         self._last_save_step = trainer.global_step
         if compat.has_pending_loader_states(trainer):
@@ -164,11 +181,11 @@ class ResumeState(Callback):
             # #20550, open in 2.6). Hand it over now (the loader has not started its epoch yet: it
             # starts at the first batch).
             compat.load_pending_loader_states(trainer)
-        if self._pending_random_state is not None:
+        if self._loaded_state is not None:
             # Here, not in load_state_dict: the data loaders have been built and the sanity check
             # skipped by now, and nothing else draws random numbers before the next batch.
-            set_random_state(self._pending_random_state)
-            self._pending_random_state = None
+            self._restore_rank_state(trainer, self._loaded_state)
+            self._loaded_state = None
         if trainer.ckpt_path and Path(trainer.ckpt_path).absolute().parent == self.checkpoint_dir(trainer).absolute():
             # Resumed into its own folder: the last.ckpt there is this run's, whoever wrote it.
             path = self.last_path(trainer)
@@ -177,60 +194,54 @@ class ResumeState(Callback):
         self._record_fit(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.received_sigterm:
-            # Lightning stops at the end of this step (SIGTERMException); save the state it stops in.
+        self._agree(trainer)
+        if self.every_n_train_steps is not None and trainer.global_step % self.every_n_train_steps == 0:
             self._save_due = True
-        elif self._periodic_due(trainer):
-            self._save_due = True
-        if not self._save_due:
-            return
-        if _resumes_exactly_after_this_batch(trainer):
-            self._save(trainer)
-            self._release_sigterm(trainer)
-        elif trainer.received_sigterm:
-            # After this batch come validation or the epoch's end, which Lightning skips when it resumes
-            # from here (or an unfinished gradient accumulation, which it drops); and validation would
-            # stop at its first batch. Go on to the next point that resumes exactly, save, then stop.
-            self._hold_sigterm(trainer)
-
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.received_sigterm:
-            self._save_due = True
-            self._hold_sigterm(trainer)  # finish validation: a checkpoint mid-validation does not resume exactly
+        if trainer.global_step == self._last_save_step and self._stop is None:
+            self._save_due = False  # this step is saved already
+        if (self._save_due or self._stop is not None) and _resumes_exactly_after_this_batch(trainer):
+            self._save_and_maybe_stop(trainer)
+        # Otherwise validation or the epoch's end follows, which Lightning skips when it resumes from
+        # here (or an unfinished gradient accumulation, which it drops): save and stop after them.
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self._save_if_due(trainer)
+            self._agree(trainer)
+            if self._save_due or self._stop is not None:
+                self._save_and_maybe_stop(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.every_epoch and not trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        self._agree(trainer)
+        if self.every_epoch or self._save_due or self._stop is not None:
+            self._save_and_maybe_stop(trainer)
+
+    def _agree(self, trainer: Trainer) -> None:
+        """Decide, as every rank does, whether a signal stops the fit and whether a timed save is due.
+
+        Saving is collective and Lightning stops every rank at the same step only if all decide
+        alike; a signal may reach one rank only (Lightning's launcher is rank 0). So the ranks
+        combine what each saw in one all-reduce (MAX) per call: the highest signal number and
+        whether ``every_seconds`` passed on any of them.
+        """
+        signum = int(self._signal) if self._signal is not None else 0
+        elapsed = self.every_seconds is not None and time.monotonic() - self._last_save_time >= self.every_seconds
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            seen = torch.tensor([signum, int(elapsed)], device=trainer.strategy.root_device)
+            torch.distributed.all_reduce(seen, op=torch.distributed.ReduceOp.MAX)
+            signum, elapsed = int(seen[0]), bool(seen[1])
+        if signum and self._stop is None:
+            self._stop = signal.Signals(signum)
+        if elapsed and trainer.global_step != self._last_save_step:
             self._save_due = True
-        self._save_if_due(trainer)
 
-    def _save_if_due(self, trainer: Trainer) -> None:
-        if self._save_due or trainer.received_sigterm:
-            self._save(trainer)
-        self._release_sigterm(trainer)
-
-    def _hold_sigterm(self, trainer: Trainer) -> None:
-        compat.set_received_sigterm(trainer, False)  # given back by _release_sigterm
-        self._held_sigterm = True
-
-    def _release_sigterm(self, trainer: Trainer) -> None:
-        if self._held_sigterm:
-            # The state is saved: let Lightning stop now.
+    def _save_and_maybe_stop(self, trainer: Trainer) -> None:
+        self._save(trainer)
+        if self._stop is not None:
+            # Every rank at once (they agreed): Lightning raises SIGTERMException at the end of this
+            # step, or at the start of the next one after validation or the epoch's end.
             compat.set_received_sigterm(trainer, True)
-            self._held_sigterm = False
-
-    def _periodic_due(self, trainer: Trainer) -> bool:
-        if trainer.global_step == self._last_save_step:
-            return False
-        due = self.every_n_train_steps is not None and trainer.global_step % self.every_n_train_steps == 0
-        if self.every_seconds is not None:
-            elapsed = time.monotonic() - self._last_save_time >= self.every_seconds
-            # Every rank must take the same decision: saving is collective.
-            due = due or bool(trainer.strategy.broadcast(elapsed))
-        return due
 
     def _save(self, trainer: Trainer) -> None:
         path = self.last_path(trainer)
@@ -242,54 +253,94 @@ class ResumeState(Callback):
 
     # -- random state -------------------------------------------------------------------
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
     def state_dict(self) -> dict[str, Any]:
-        return {"random_state": get_random_state()}
+        state: dict[str, Any] = {"random_state": get_random_state()}
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Every rank calls this while the checkpoint is assembled (saving is collective). Each draws
+            # its own dropout and augmentation and sums its own share of the epoch's training metrics,
+            # while the model's state_dict holds rank 0's: keep every rank's, in rank order.
+            own = {"random_state": state["random_state"], "metrics": _metric_states(trainer.lightning_module)}
+            ranks: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, own)
+            state["ranks"] = ranks
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = state_dict.get("random_state")
-        if state is not None and self.restore_random_state:
-            self._pending_random_state = state
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.world_size > 1 and self.restore_random_state:
-            # A checkpoint holds rank 0's state only; giving it to every rank would correlate their dropout.
-            self.restore_random_state = False
-            rank_zero_info("ResumeState: under DDP the random state is not restored on resume (data order still is)")
+        self._loaded_state = dict(state_dict) if state_dict.get("random_state") is not None else None
 
     # -- interruption -------------------------------------------------------------------
 
-    def _catch_sigint(self, trainer: Trainer) -> None:
-        """Make the first Ctrl+C stop the fit as SIGTERM does: after the current step, with a checkpoint of it.
+    def _restore_rank_state(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        ranks = state.get("ranks")
+        if ranks is not None and len(ranks) == trainer.world_size:
+            own = ranks[trainer.global_rank]
+            _load_metric_states(trainer.lightning_module, own["metrics"])
+            if self.restore_random_state:
+                set_random_state(own["random_state"])
+        elif trainer.world_size == 1 and ranks is None:
+            if self.restore_random_state:
+                set_random_state(state["random_state"])
+        else:
+            rank_zero_warn(
+                f"ResumeState: the checkpoint was written by {len(ranks) if ranks else 1} process(es), this fit runs "
+                f"{trainer.world_size}: each rank keeps its own seeding and the epoch's training metrics restart "
+                "from rank 0's share (data order is still restored)"
+            )
+
+    def _catch_signals(self) -> None:
+        """Note SIGTERM and the first Ctrl+C; the ranks stop together where the next step resumes exactly.
 
         Python's own KeyboardInterrupt strikes anywhere — inside the optimizer's update, half the
-        parameters changed — so no state of that moment resumes exactly. A second Ctrl+C gets the
-        previous handler back: the KeyboardInterrupt, for whoever cannot wait for the step to end.
+        parameters changed — so no state of that moment resumes exactly. Lightning's own SIGTERM
+        handler issues a ``torch.distributed.broadcast`` from inside the handler, which can fall in
+        the middle of DDP's gradient all-reduce and break the process group (measured with gloo:
+        the other rank aborts, "Connection reset by peer"; Lightning issue #20806). So while
+        training runs, a handler here only notes the signal and :meth:`_agree` spreads it. A
+        second Ctrl+C gets the previous handler back: the KeyboardInterrupt, for whoever cannot
+        wait for the step to end. Lightning's own handlers are back once training ends.
         """
-        if threading.current_thread() is not threading.main_thread():
+        if self._previous_handlers or threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
 
-        def stop_after_this_step(signum: int, frame: Any) -> None:
-            self._received_sigint = True
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            compat.set_received_sigterm(trainer, True)
-            rank_zero_warn("Ctrl+C: stopping after this step, with a checkpoint of it (press Ctrl+C again to stop at once)")
+        def note(signum: int, frame: Any) -> None:
+            if self._signal is None:
+                self._signal = signal.Signals(signum)
+            if signum == signal.SIGINT:
+                signal.signal(signal.SIGINT, self._previous_handlers[signal.SIGINT])
+                rank_zero_warn("Ctrl+C: stopping after this step, with a checkpoint of it (press Ctrl+C again to stop at once)")
 
-        # None: a handler not set from Python; Python's own then raises KeyboardInterrupt as usual.
-        self._previous_sigint = signal.signal(signal.SIGINT, stop_after_this_step) or signal.default_int_handler
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # None: a handler not set from Python; Python's own then acts as usual.
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            self._previous_handlers[signum] = signal.signal(signum, note) or default
+
+    def _restore_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore_signals()
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        self._restore_signals()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            self.interruption = "SIGTERM" if isinstance(exception, SIGTERMException) and not self._received_sigint else "SIGINT"
-            last = self.last_path(trainer)
-            if self._last_save_step == trainer.global_step:
-                saved = f"checkpoint {last} holds this step"
-            else:
-                saved = f"the newest checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        self._restore_signals()  # before Lightning's teardown puts the original handlers back
+        lost = lost_process(exception) if trainer.world_size > 1 else None
+        if isinstance(exception, KeyboardInterrupt):
+            self.interruption = "SIGINT"
+        elif isinstance(exception, SIGTERMException):  # ours, or Lightning's own handler before training started
+            self.interruption = self._stop.name if self._stop is not None else "SIGTERM"
+        elif lost is not None:
+            # Another rank died (SIGKILL, out of memory, a lost node): nothing here is broken, and the
+            # run resumes from its newest checkpoint like one killed outright.
+            self.interruption = LOST_PROCESS
         else:
             # A cause the user can act on (a full disk, bad data found late) is kept with the run.
             user_error = find_user_error(exception)
@@ -299,12 +350,34 @@ class ResumeState(Callback):
                     client.set_tag(run_id, FAILURE_TAG, user_error.failure)
                     client.set_tag(run_id, FAILURE_REASON_TAG, str(user_error))
             return
-        text = f"{self.interruption} at step {trainer.global_step} (epoch {trainer.current_epoch}) on {socket.gethostname()}; {saved}"
+        last = self.last_path(trainer)
+        if self._last_save_step == trainer.global_step:
+            saved = f"checkpoint {last} holds this step"
+        else:
+            saved = f"the newest checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        what = f"another process of this run ended ({lost})" if lost is not None else self.interruption
+        text = f"{what} at step {trainer.global_step} (epoch {trainer.current_epoch}) on {socket.gethostname()}; {saved}"
+        self.message = f"training interrupted: {text}. Resume with: {self.resume_command()}"
         for client, run_id in self._runs(trainer):
             client.set_tag(run_id, INTERRUPTED_TAG, text)
             client.set_tag(run_id, RESUME_COMMAND_TAG, self.resume_command())
             client.set_tag(run_id, FIT_STATE_TAG, FIT_INTERRUPTED)
-        rank_zero_warn(f"training interrupted: {text}. Resume with: {self.resume_command()}")
+        if lost is None:
+            rank_zero_warn(self.message)
+
+    def exit_code(self, global_rank: int) -> int:
+        """The exit status of this process after :attr:`interruption` stopped its fit.
+
+        SIGTERM 143 and Ctrl+C 130 (128 + the signal) on rank 0, whose status a scheduler or shell
+        sees. The other ranks stopped with it and exit 0: Lightning's launcher SIGKILLs every process
+        as soon as one of its children exits non-zero, which could cut rank 0's bookkeeping short.
+        A process whose peer died exits 1.
+        """
+        if self.interruption == LOST_PROCESS:
+            return 1
+        if global_rank != 0:
+            return 0
+        return SIGINT_EXIT_CODE if self.interruption == "SIGINT" else SIGTERM_EXIT_CODE
 
     def resume_command(self) -> str:
         """The command that started this fit, with ``--ckpt_path last``."""
@@ -385,6 +458,41 @@ def _resumes_exactly_after_this_batch(trainer: Trainer) -> bool:
     if validation is None or compat.accumulating(trainer) or compat.epoch_batches_done(trainer):
         return False
     return not validation
+
+
+def lost_process(exception: BaseException) -> str | None:
+    """The backend's words if ``exception`` says that another process of the group is gone, else None.
+
+    Torch raises these as a plain ``RuntimeError`` (``DistBackendError`` for NCCL) whose message is
+    the only sign of what happened.
+    """
+    for error in _chain(exception):
+        if isinstance(error, RuntimeError):
+            found = _LOST_PEER_MESSAGES.search(str(error))
+            if found is not None:
+                return found.group(0)
+    return None
+
+
+def _chain(exception: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    error: BaseException | None = exception
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _metric_states(module: nn.Module) -> dict[str, dict[str, Any]]:
+    """The states a checkpoint keeps of ``module``'s torchmetrics (the persistent ones), by module name."""
+    return {name: {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in m.state_dict().items()}
+            for name, m in module.named_modules() if isinstance(m, Metric) and m.state_dict()}
+
+
+def _load_metric_states(module: nn.Module, states: dict[str, dict[str, Any]]) -> None:
+    metrics = dict(module.named_modules())
+    for name, state in states.items():
+        metrics[name].load_state_dict(state)
 
 
 __all__ = ["ResumeState"]
