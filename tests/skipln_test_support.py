@@ -7,6 +7,7 @@ import importlib.util
 import io
 import os
 import sys
+import time
 import signal as signal_module
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,3 +130,24 @@ def script_module(script: str, module_name: str) -> Iterator[ModuleType]:
         yield module
     finally:
         del sys.modules[spec.name]
+
+
+class PacedSteps(Callback):
+    """Makes each training step last at least ``seconds`` and touches ``mark`` when step ``mark_at`` starts.
+
+    A fit that runs long enough, at a known pace, for a test to do something (stop the tracking
+    server) while it trains; ``mark`` tells the test when.
+    """
+
+    def __init__(self, seconds: float = 0.5, mark: str | None = None, mark_at: int = 0) -> None:
+        self.seconds = seconds
+        self.mark = mark
+        self.mark_at = mark_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+        if self.mark is not None and trainer.global_step == self.mark_at:
+            Path(self.mark).touch()
+        self._started = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
+        time.sleep(max(0.0, self.seconds - (time.monotonic() - self._started)))
