@@ -9,6 +9,7 @@ in YAML. ``configs/defaults.yaml`` sets what every run shares (MLflow tracking u
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -29,7 +30,7 @@ from skipln.checkpoints import with_checkpoint_config
 from skipln.errors import ConfigError, explain_parser_error, explain_yaml_error, find_user_error
 from skipln.gradient_monitor import GradientMonitor
 from skipln.resumable_runs import Resumable, find_last_checkpoint
-from skipln.resume import LOST_PROCESS, ResumeState
+from skipln.resume import LOST_PROCESS, TRACKING_OUTAGE, ResumeState
 from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
 from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
@@ -39,6 +40,7 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Callbacks a run has one of: a later one (from the command line) replaces the default.
 SINGLE_CALLBACKS: tuple[type[Callback], ...] = (DivergenceGuard, ResumeState, GradientMonitor)
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
+SERVER_LOGGER = "skipln.tracking_server.ServerMLFlowLogger"
 #: Values the data determines, set in the model from the instantiated data module (``source → target``).
 #: A link whose data module lacks the attribute, or whose model lacks the argument, is skipped; a
 #: value written in YAML for a target is replaced by the data's.
@@ -163,13 +165,20 @@ class SkipLNCLI(LightningCLI):
             resume = next((c for c in self.trainer.callbacks if isinstance(c, ResumeState) and c.interruption), None)
             if resume is None:
                 raise
+            code = resume.exit_code(self.trainer.global_rank)
+            if resume.interruption == TRACKING_OUTAGE:
+                # The run stays RUNNING on the unreachable server. Exit now: at a normal exit MLflow's
+                # queue would retry its unsent batches for minutes (the journal has them).
+                print(f"error: {resume.message}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(code)
             if self.trainer.is_global_zero:
                 for logger in mlflow_loggers(self.trainer):
                     if logger.run_id is not None:
                         logger.experiment.set_terminated(logger.run_id, "KILLED")
             if resume.interruption == LOST_PROCESS and resume.message:
                 print(f"error: {resume.message}", file=sys.stderr)
-            raise SystemExit(resume.exit_code(self.trainer.global_rank)) from None
+            raise SystemExit(code) from None
 
 
 #: Messages other libraries print at start-up that a user of skipln cannot act on.
@@ -241,7 +250,7 @@ def _config_files(argv: Sequence[str]) -> list[str]:
 
 def _is_mlflow(entry: Any) -> bool:
     class_path = getattr(entry, "class_path", None) if entry is not None else None
-    return class_path in (MLFLOW_LOGGER, "lightning.pytorch.loggers.mlflow.MLFlowLogger")
+    return class_path in (MLFLOW_LOGGER, "lightning.pytorch.loggers.mlflow.MLFlowLogger", SERVER_LOGGER)
 
 
 def _accepted_options(parser: LightningArgumentParser, subcommand: str | None) -> list[str]:

@@ -69,6 +69,7 @@ from skipln.run_vocabulary import (
 )
 from skipln.random_state import get_random_state, set_random_state
 from skipln.tracking import mlflow_loggers
+from skipln.tracking_server import TRACKING_OUTAGE_EXIT_CODE, ServerMLFlowLogger, send_missing
 from skipln.validation import is_int
 
 #: The exit status of a run stopped by SIGTERM (the shell's convention, 128 + signal number).
@@ -77,6 +78,10 @@ SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
 SIGINT_EXIT_CODE = 128 + int(signal.SIGINT)
 #: :attr:`ResumeState.interruption` when another process of a DDP run died.
 LOST_PROCESS = "lost process"
+#: :attr:`ResumeState.interruption` when the tracking server did not answer for ``max_outage_seconds``.
+TRACKING_OUTAGE = "tracking server unreachable"
+#: The reasons to stop, as the ranks exchange them (the highest wins).
+_STOP_CODES = {TRACKING_OUTAGE: 1, "SIGINT": int(signal.SIGINT), "SIGTERM": int(signal.SIGTERM)}
 #: How the process-group backends report a peer that is gone (gloo; NCCL).
 _LOST_PEER_MESSAGES = re.compile(
     r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited|NCCL communicator was aborted"
@@ -135,7 +140,7 @@ class ResumeState(Callback):
         self._last_save_step = -1
         #: The signal this rank received, and the one the ranks agreed to stop on.
         self._signal: signal.Signals | None = None
-        self._stop: signal.Signals | None = None
+        self._stop: str | None = None
         self._previous_handlers: dict[signal.Signals, Any] = {}
 
     # -- where --------------------------------------------------------------------------
@@ -192,6 +197,12 @@ class ResumeState(Callback):
             if path.is_file():
                 self._adopt(trainer, path)
         self._record_fit(trainer)
+        for logger in _server_loggers(trainer):
+            journal = logger.keep_journal(self.checkpoint_dir(trainer))
+            if trainer.ckpt_path and trainer.is_global_zero:
+                sent = send_missing(logger.experiment, logger.run_id, journal)
+                if sent:
+                    rank_zero_info(f"ResumeState: sent {sent} metric values the tracking server had not received ({journal})")
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._agree(trainer)
@@ -218,21 +229,24 @@ class ResumeState(Callback):
             self._save_and_maybe_stop(trainer)
 
     def _agree(self, trainer: Trainer) -> None:
-        """Decide, as every rank does, whether a signal stops the fit and whether a timed save is due.
+        """Decide, as every rank does, whether the fit stops and whether a timed save is due.
 
         Saving is collective and Lightning stops every rank at the same step only if all decide
-        alike; a signal may reach one rank only (Lightning's launcher is rank 0). So the ranks
-        combine what each saw in one all-reduce (MAX) per call: the highest signal number and
-        whether ``every_seconds`` passed on any of them.
+        alike; a signal may reach one rank only (Lightning's launcher is rank 0), and only rank 0
+        watches the tracking server. So the ranks combine what each saw in one all-reduce (MAX)
+        per call: the reason to stop (:data:`_STOP_CODES`) and whether ``every_seconds`` passed.
         """
-        signum = int(self._signal) if self._signal is not None else 0
+        reason = self._signal.name if self._signal is not None else None
+        if reason is None and any(logger.outage_too_long() for logger in _server_loggers(trainer)):
+            reason = TRACKING_OUTAGE
+        code = _STOP_CODES[reason] if reason is not None else 0
         elapsed = self.every_seconds is not None and time.monotonic() - self._last_save_time >= self.every_seconds
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            seen = torch.tensor([signum, int(elapsed)], device=trainer.strategy.root_device)
+            seen = torch.tensor([code, int(elapsed)], device=trainer.strategy.root_device)
             torch.distributed.all_reduce(seen, op=torch.distributed.ReduceOp.MAX)
-            signum, elapsed = int(seen[0]), bool(seen[1])
-        if signum and self._stop is None:
-            self._stop = signal.Signals(signum)
+            code, elapsed = int(seen[0]), bool(seen[1])
+        if code and self._stop is None:
+            self._stop = next(name for name, c in _STOP_CODES.items() if c == code)
         if elapsed and trainer.global_step != self._last_save_step:
             self._save_due = True
 
@@ -336,7 +350,7 @@ class ResumeState(Callback):
         if isinstance(exception, KeyboardInterrupt):
             self.interruption = "SIGINT"
         elif isinstance(exception, SIGTERMException):  # ours, or Lightning's own handler before training started
-            self.interruption = self._stop.name if self._stop is not None else "SIGTERM"
+            self.interruption = self._stop if self._stop is not None else "SIGTERM"
         elif lost is not None:
             # Another rank died (SIGKILL, out of memory, a lost node): nothing here is broken, and the
             # run resumes from its newest checkpoint like one killed outright.
@@ -356,7 +370,13 @@ class ResumeState(Callback):
         else:
             saved = f"the newest checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
         what = f"another process of this run ended ({lost})" if lost is not None else self.interruption
+        if self.interruption == TRACKING_OUTAGE:
+            what = "; ".join(_outage_report(logger) for logger in _server_loggers(trainer)) or TRACKING_OUTAGE
         text = f"{what} at step {trainer.global_step} (epoch {trainer.current_epoch}) on {socket.gethostname()}; {saved}"
+        if self.interruption == TRACKING_OUTAGE:
+            # The run cannot be tagged now; it stays RUNNING, which is how `--ckpt_path last` finds it.
+            self.message = f"training stopped: {text}. Once the server is back, resume with: {self.resume_command()}"
+            return
         self.message = f"training interrupted: {text}. Resume with: {self.resume_command()}"
         for client, run_id in self._runs(trainer):
             client.set_tag(run_id, INTERRUPTED_TAG, text)
@@ -369,7 +389,7 @@ class ResumeState(Callback):
         """The exit status of this process after :attr:`interruption` stopped its fit.
 
         SIGTERM 143 and Ctrl+C 130 (128 + the signal) on rank 0, whose status a scheduler or shell
-        sees. The other ranks stopped with it and exit 0: Lightning's launcher SIGKILLs every process
+        sees; 75 (``EX_TEMPFAIL``) when the tracking server was away too long. The other ranks stopped with it and exit 0: Lightning's launcher SIGKILLs every process
         as soon as one of its children exits non-zero, which could cut rank 0's bookkeeping short.
         A process whose peer died exits 1.
         """
@@ -377,6 +397,8 @@ class ResumeState(Callback):
             return 1
         if global_rank != 0:
             return 0
+        if self.interruption == TRACKING_OUTAGE:
+            return TRACKING_OUTAGE_EXIT_CODE
         return SIGINT_EXIT_CODE if self.interruption == "SIGINT" else SIGTERM_EXIT_CODE
 
     def resume_command(self) -> str:
@@ -458,6 +480,18 @@ def _resumes_exactly_after_this_batch(trainer: Trainer) -> bool:
     if validation is None or compat.accumulating(trainer) or compat.epoch_batches_done(trainer):
         return False
     return not validation
+
+
+def _server_loggers(trainer: Trainer) -> list[ServerMLFlowLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, ServerMLFlowLogger)]
+
+
+def _outage_report(logger: ServerMLFlowLogger) -> str:
+    return (
+        f"the MLflow tracking server at {logger.tracking_uri} has not answered for {logger.unreachable_seconds():.0f} s "
+        f"(max_outage_seconds: {logger.max_outage_seconds:g}); the metrics it has not received are kept in {logger.journal} "
+        "and sent when the run resumes"
+    )
 
 
 def lost_process(exception: BaseException) -> str | None:
