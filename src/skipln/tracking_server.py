@@ -149,10 +149,12 @@ class ServerMLFlowLogger(MLFlowLogger):
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
         self._stop_watch.set()
-        if self.unreachable_seconds() > 0:
-            # Closing the run would wait out MLflow's retries and then fail: leave it RUNNING,
-            # which is how `--ckpt_path last` finds it once the server is back.
+        if self.outage_too_long():
+            # Away past the limit (the fit stopped for it): closing the run would wait out MLflow's
+            # retries and then fail. Leave it RUNNING, which is how `--ckpt_path last` finds it.
             return
+        # A server that is only briefly away is waited for (MLflow retries), so the run is closed
+        # and the queued metrics reach it.
         super().finalize(status)
 
 
