@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skipln.resume import LOST_PROCESS, SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, ResumeState, lost_process
+from skipln.processes import lost_process
+from skipln.resume import LOST_PROCESS, SIGINT_EXIT_CODE, SIGTERM_EXIT_CODE, ResumeState
 from test_resume import TINY, assert_same_training, fit_in_subprocess, last_checkpoint, runs, signal_at
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]

@@ -1,8 +1,14 @@
-"""Whether a process recorded in an MLflow run's tags is still alive (the sweep runner and resume ask)."""
+"""Other processes of a run: whether one recorded in an MLflow run's tags is alive, whether a DDP peer is gone."""
 
 from __future__ import annotations
 
 import os
+import re
+
+#: How the process-group backends report a peer that is gone (gloo; NCCL).
+_LOST_PEER_MESSAGES = re.compile(
+    r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited|NCCL communicator was aborted"
+)
 
 
 def process_alive(pid: int) -> bool:
@@ -16,4 +22,27 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["process_alive"]
+def lost_process(exception: BaseException) -> str | None:
+    """The backend's words if ``exception`` says that another process of the group is gone, else None.
+
+    Torch raises these as a plain ``RuntimeError`` (``DistBackendError`` for NCCL) whose message is
+    the only sign of what happened.
+    """
+    for error in _chain(exception):
+        if isinstance(error, RuntimeError):
+            found = _LOST_PEER_MESSAGES.search(str(error))
+            if found is not None:
+                return found.group(0)
+    return None
+
+
+def _chain(exception: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    error: BaseException | None = exception
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+__all__ = ["lost_process", "process_alive"]

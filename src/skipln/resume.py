@@ -30,8 +30,6 @@ How ``fit --ckpt_path last`` finds what to resume when the run is not named is
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import threading
@@ -41,34 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torchmetrics import Metric
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from skipln import compat
-from skipln.errors import ConfigError, find_user_error
-from skipln.run_vocabulary import (
-    CHECKPOINT_DIR_TAG,
-    FAILURE_REASON_TAG,
-    FAILURE_TAG,
-    FIT_FAILED,
-    FIT_FINISHED,
-    FIT_INTERRUPTED,
-    FIT_RUNNING,
-    FIT_STATE_TAG,
-    HOST_TAG,
-    INTERRUPTED_TAG,
-    LAST_CHECKPOINT,
-    PID_TAG,
-    RESUME_COMMAND_TAG,
-    RESUMED_FROM_TAG,
-    RESUMES_TAG,
-)
-from skipln.random_state import get_random_state, set_random_state
-from skipln.tracking import mlflow_loggers
+from skipln.errors import ConfigError
+from skipln.fit_records import record_failure, record_fit_end, record_fit_start, record_interruption
+from skipln.processes import lost_process
+from skipln.rank_state import checkpoint_state, restore_rank_state
+from skipln.run_vocabulary import LAST_CHECKPOINT
 from skipln.tracking_server import TRACKING_OUTAGE_EXIT_CODE, ServerMLFlowLogger, send_missing
 from skipln.validation import is_int
 
@@ -82,10 +63,6 @@ LOST_PROCESS = "lost process"
 TRACKING_OUTAGE = "tracking server unreachable"
 #: The reasons to stop, as the ranks exchange them (the highest wins).
 _STOP_CODES = {TRACKING_OUTAGE: 1, "SIGINT": int(signal.SIGINT), "SIGTERM": int(signal.SIGTERM)}
-#: How the process-group backends report a peer that is gone (gloo; NCCL).
-_LOST_PEER_MESSAGES = re.compile(
-    r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited|NCCL communicator was aborted"
-)
 
 
 
@@ -189,14 +166,14 @@ class ResumeState(Callback):
         if self._loaded_state is not None:
             # Here, not in load_state_dict: the data loaders have been built and the sanity check
             # skipped by now, and nothing else draws random numbers before the next batch.
-            self._restore_rank_state(trainer, self._loaded_state)
+            restore_rank_state(trainer, self._loaded_state, random_state=self.restore_random_state)
             self._loaded_state = None
         if trainer.ckpt_path and Path(trainer.ckpt_path).absolute().parent == self.checkpoint_dir(trainer).absolute():
             # Resumed into its own folder: the last.ckpt there is this run's, whoever wrote it.
             path = self.last_path(trainer)
             if path.is_file():
                 self._adopt(trainer, path)
-        self._record_fit(trainer)
+        record_fit_start(trainer, self.checkpoint_dir(trainer))
         for logger in _server_loggers(trainer):
             journal = logger.keep_journal(self.checkpoint_dir(trainer))
             if trainer.ckpt_path and trainer.is_global_zero:
@@ -265,45 +242,18 @@ class ResumeState(Callback):
         self._last_save_step = trainer.global_step
         self._save_due = False
 
-    # -- random state -------------------------------------------------------------------
+    # -- each rank's random and metric state ----------------------------------------------
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"random_state": get_random_state()}
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Every rank calls this while the checkpoint is assembled (saving is collective). Each draws
-            # its own dropout and augmentation and sums its own share of the epoch's training metrics,
-            # while the model's state_dict holds rank 0's: keep every rank's, in rank order.
-            own = {"random_state": state["random_state"], "metrics": _metric_states(trainer.lightning_module)}
-            ranks: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(ranks, own)
-            state["ranks"] = ranks
-        return state
+        return checkpoint_state(self._trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._loaded_state = dict(state_dict) if state_dict.get("random_state") is not None else None
 
     # -- interruption -------------------------------------------------------------------
-
-    def _restore_rank_state(self, trainer: Trainer, state: dict[str, Any]) -> None:
-        ranks = state.get("ranks")
-        if ranks is not None and len(ranks) == trainer.world_size:
-            own = ranks[trainer.global_rank]
-            _load_metric_states(trainer.lightning_module, own["metrics"])
-            if self.restore_random_state:
-                set_random_state(own["random_state"])
-        elif trainer.world_size == 1 and ranks is None:
-            if self.restore_random_state:
-                set_random_state(state["random_state"])
-        else:
-            rank_zero_warn(
-                f"ResumeState: the checkpoint was written by {len(ranks) if ranks else 1} process(es), this fit runs "
-                f"{trainer.world_size}: each rank keeps its own seeding and the epoch's training metrics restart "
-                "from rank 0's share (data order is still restored)"
-            )
 
     def _catch_signals(self) -> None:
         """Note SIGTERM and the first Ctrl+C; the ranks stop together where the next step resumes exactly.
@@ -356,13 +306,7 @@ class ResumeState(Callback):
             # run resumes from its newest checkpoint like one killed outright.
             self.interruption = LOST_PROCESS
         else:
-            # A cause the user can act on (a full disk, bad data found late) is kept with the run.
-            user_error = find_user_error(exception)
-            for client, run_id in self._runs(trainer):
-                client.set_tag(run_id, FIT_STATE_TAG, FIT_FAILED)
-                if user_error is not None:
-                    client.set_tag(run_id, FAILURE_TAG, user_error.failure)
-                    client.set_tag(run_id, FAILURE_REASON_TAG, str(user_error))
+            record_failure(trainer, exception)
             return
         last = self.last_path(trainer)
         if self._last_save_step == trainer.global_step:
@@ -378,10 +322,7 @@ class ResumeState(Callback):
             self.message = f"training stopped: {text}. Once the server is back, resume with: {self.resume_command()}"
             return
         self.message = f"training interrupted: {text}. Resume with: {self.resume_command()}"
-        for client, run_id in self._runs(trainer):
-            client.set_tag(run_id, INTERRUPTED_TAG, text)
-            client.set_tag(run_id, RESUME_COMMAND_TAG, self.resume_command())
-            client.set_tag(run_id, FIT_STATE_TAG, FIT_INTERRUPTED)
+        record_interruption(trainer, text, self.resume_command())
         if lost is None:
             rank_zero_warn(self.message)
 
@@ -389,8 +330,9 @@ class ResumeState(Callback):
         """The exit status of this process after :attr:`interruption` stopped its fit.
 
         SIGTERM 143 and Ctrl+C 130 (128 + the signal) on rank 0, whose status a scheduler or shell
-        sees; 75 (``EX_TEMPFAIL``) when the tracking server was away too long. The other ranks stopped with it and exit 0: Lightning's launcher SIGKILLs every process
-        as soon as one of its children exits non-zero, which could cut rank 0's bookkeeping short.
+        sees; 75 (``EX_TEMPFAIL``) when the tracking server was away too long. The other ranks
+        stopped with it and exit 0: Lightning's launcher SIGKILLs every process as soon as one of
+        its children exits non-zero, which could cut rank 0's bookkeeping short.
         A process whose peer died exits 1.
         """
         if self.interruption == LOST_PROCESS:
@@ -419,53 +361,8 @@ class ResumeState(Callback):
             kept.append(arg)
         return shlex.join(["python", "main.py", *kept, "--ckpt_path", "last"])
 
-    # -- MLflow bookkeeping ---------------------------------------------------------------
-
-    def _record_fit(self, trainer: Trainer) -> None:
-        """Tag the run with where its checkpoints are and who runs it; on resume, reopen it."""
-        from mlflow.entities import RunTag  # mlflow is imported only when a run logs to it
-
-        for client, run_id in self._runs(trainer):
-            run = client.get_run(run_id)
-            tags = run.data.tags
-            ckpt_path = trainer.ckpt_path
-            if ckpt_path and tags.get(FIT_STATE_TAG) == FIT_RUNNING and tags.get(PID_TAG) != str(os.getpid()):
-                # The process that ran it never said how it ended: it was killed outright (SIGKILL, out of memory).
-                client.set_tag(
-                    run_id,
-                    INTERRUPTED_TAG,
-                    f"the process that ran it (pid {tags.get(PID_TAG, '?')} on {tags.get(HOST_TAG, '?')}) ended "
-                    "without closing the run (killed outright, e.g. SIGKILL or out of memory)",
-                )
-            new_tags = {
-                CHECKPOINT_DIR_TAG: str(self.checkpoint_dir(trainer).absolute()),
-                HOST_TAG: socket.gethostname(),
-                PID_TAG: str(os.getpid()),
-                FIT_STATE_TAG: FIT_RUNNING,
-            }
-            if ckpt_path:
-                new_tags[RESUMED_FROM_TAG] = f"{ckpt_path} (step {trainer.global_step}, epoch {trainer.current_epoch})"
-                new_tags[RESUMES_TAG] = str(int(tags.get(RESUMES_TAG, "0") or 0) + 1)
-            client.log_batch(run_id, tags=[RunTag(key, value) for key, value in new_tags.items()])
-            if not ckpt_path:
-                continue
-            if RESUME_COMMAND_TAG in tags:
-                client.delete_tag(run_id, RESUME_COMMAND_TAG)
-            if run.info.status != "RUNNING":
-                client.update_run(run_id, status="RUNNING")
-
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        for client, run_id in self._runs(trainer):
-            client.set_tag(run_id, FIT_STATE_TAG, FIT_FINISHED)
-
-    def _runs(self, trainer: Trainer) -> list[tuple[Any, str]]:
-        """The MLflow client and run of every MLflow logger (on rank 0; none elsewhere)."""
-        if not trainer.is_global_zero:
-            return []
-        # Only runs already started: reading `run_id` starts one, and an error before the run began (bad
-        # data in prepare_data) must not leave an empty FAILED run behind.
-        started = [logger for logger in mlflow_loggers(trainer) if compat.logger_started(logger)]
-        return [(logger.experiment, logger.run_id) for logger in started if logger.run_id is not None]
+        record_fit_end(trainer)
 
 
 def _resumes_exactly_after_this_batch(trainer: Trainer) -> bool:
@@ -492,41 +389,6 @@ def _outage_report(logger: ServerMLFlowLogger) -> str:
         f"(max_outage_seconds: {logger.max_outage_seconds:g}); the metrics it has not received are kept in {logger.journal} "
         "and sent when the run resumes"
     )
-
-
-def lost_process(exception: BaseException) -> str | None:
-    """The backend's words if ``exception`` says that another process of the group is gone, else None.
-
-    Torch raises these as a plain ``RuntimeError`` (``DistBackendError`` for NCCL) whose message is
-    the only sign of what happened.
-    """
-    for error in _chain(exception):
-        if isinstance(error, RuntimeError):
-            found = _LOST_PEER_MESSAGES.search(str(error))
-            if found is not None:
-                return found.group(0)
-    return None
-
-
-def _chain(exception: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    error: BaseException | None = exception
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
-
-
-def _metric_states(module: nn.Module) -> dict[str, dict[str, Any]]:
-    """The states a checkpoint keeps of ``module``'s torchmetrics (the persistent ones), by module name."""
-    return {name: {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in m.state_dict().items()}
-            for name, m in module.named_modules() if isinstance(m, Metric) and m.state_dict()}
-
-
-def _load_metric_states(module: nn.Module, states: dict[str, dict[str, Any]]) -> None:
-    metrics = dict(module.named_modules())
-    for name, state in states.items():
-        metrics[name].load_state_dict(state)
 
 
 __all__ = ["ResumeState"]
