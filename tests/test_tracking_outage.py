@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -71,7 +71,7 @@ class MlflowServer:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> MlflowServer:
+def server(tmp_path: Path) -> Iterator[MlflowServer]:
     folder = tmp_path / "server"
     folder.mkdir()
     server = MlflowServer(folder)
@@ -110,7 +110,10 @@ def when_marked(mark: Path, then: Callable[[], None]) -> threading.Thread:
     """A thread that waits for ``mark`` to appear (the fit's PacedSteps touches it), then calls ``then``."""
 
     def wait_then() -> None:
+        deadline = time.monotonic() + 300  # the fit's own timeout: a fit that never marks fails its assertions, not a hang
         while not mark.exists():
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.05)
         then()
 

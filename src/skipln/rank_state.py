@@ -1,7 +1,7 @@
 """The state each process of a run keeps for itself, which a checkpoint must carry to resume exactly.
 
 Under DDP the model's ``state_dict`` is rank 0's, but every rank draws its own dropout and
-augmentation and sums its own share of the epoch's training metrics. :func:`gathered_rank_states`
+augmentation and sums its own share of the epoch's training metrics. :func:`checkpoint_state`
 collects each rank's random state and running metric states when a checkpoint is written;
 :func:`restore_rank_state` gives each rank its own back on resume.
 """

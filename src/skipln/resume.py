@@ -104,7 +104,7 @@ class ResumeState(Callback):
         self.every_epoch = every_epoch
         self.dirpath = dirpath
         self.restore_random_state = restore_random_state
-        #: What stopped this process's fit ("SIGTERM", "SIGINT"), for the CLI to end the run KILLED.
+        #: What stopped this process's fit ("SIGTERM", "SIGINT", LOST_PROCESS, TRACKING_OUTAGE), for the CLI.
         self.interruption: str | None = None
         #: What the CLI prints when the fit was interrupted (where it stopped, how to resume).
         self.message: str | None = None
@@ -168,14 +168,15 @@ class ResumeState(Callback):
             # skipped by now, and nothing else draws random numbers before the next batch.
             restore_rank_state(trainer, self._loaded_state, random_state=self.restore_random_state)
             self._loaded_state = None
-        if trainer.ckpt_path and Path(trainer.ckpt_path).absolute().parent == self.checkpoint_dir(trainer).absolute():
+        folder = self.checkpoint_dir(trainer)
+        if trainer.ckpt_path and Path(trainer.ckpt_path).absolute().parent == folder.absolute():
             # Resumed into its own folder: the last.ckpt there is this run's, whoever wrote it.
             path = self.last_path(trainer)
             if path.is_file():
                 self._adopt(trainer, path)
-        record_fit_start(trainer, self.checkpoint_dir(trainer))
+        record_fit_start(trainer, folder)
         for logger in _server_loggers(trainer):
-            journal = logger.keep_journal(self.checkpoint_dir(trainer))
+            journal = logger.keep_journal(folder)
             if trainer.ckpt_path and trainer.is_global_zero:
                 sent = send_missing(logger.experiment, logger.run_id, journal)
                 if sent:

@@ -68,5 +68,7 @@ LAST_CHECKPOINT = "last.ckpt"
 
 #: A local SQLite store's URI prefix (``sqlite:///mlruns/mlflow.db``: three slashes, then the path).
 SQLITE_PREFIX = "sqlite:///"
+#: The URI prefixes of a tracking server (``http://host:5000``), as MLflow's REST store takes them.
+SERVER_URI_PREFIXES = ("http://", "https://")
 #: MLflow's limit on a tag's value is 8000 characters; ours stay well below it.
 MAX_TAG = 5000

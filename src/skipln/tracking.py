@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from skipln import compat
 from skipln.errors import ConfigError
-from skipln.run_vocabulary import RUN_NAME_TAG, SQLITE_PREFIX, SWEEP_TAG
+from skipln.run_vocabulary import RUN_NAME_TAG, SERVER_URI_PREFIXES, SQLITE_PREFIX, SWEEP_TAG
 
 #: Key under which a checkpoint remembers the MLflow run that wrote it.
 CHECKPOINT_RUN_KEY = "skipln_mlflow_run_id"
@@ -151,7 +151,7 @@ def prepare_tracking_store(tracking_uri: str | None, experiment_name: str, artif
         _check_writable(path)
         with _store_lock(path):
             _ensure_experiment(uri, experiment_name, artifact_location, store=path)
-    elif uri.startswith(("http://", "https://")):
+    elif uri.startswith(SERVER_URI_PREFIXES):
         check_server_reachable(uri)
         _ensure_experiment(uri, experiment_name, artifact_location, store=None)
     return uri
@@ -174,12 +174,23 @@ def check_writable_folder(folder: str | os.PathLike[str], setting: str) -> None:
         ) from error
 
 
+def ping_server(uri: str, timeout: float) -> None:
+    """One HTTP request to the tracking server's ``/health``; any answer counts (proxies and TLS settings as MLflow uses them).
+
+    Raises:
+        requests.RequestException: no answer within ``timeout`` seconds, or no connection.
+    """
+    import requests  # a dependency of mlflow
+
+    requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, stream=True).close()
+
+
 def check_server_reachable(uri: str, timeout: float = SERVER_CHECK_TIMEOUT_S) -> None:
-    """One HTTP request to the tracking server; any answer counts (proxies and TLS settings as MLflow uses them)."""
+    """:func:`ping_server` at start-up, a ConfigError with the fix if the server does not answer."""
     import requests  # a dependency of mlflow
 
     try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, stream=True).close()
+        ping_server(uri, timeout)
     except requests.RequestException as error:
         reason = type(error).__name__
         if isinstance(error, requests.ConnectionError):

@@ -31,6 +31,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from skipln.errors import ConfigError
+from skipln.run_vocabulary import SERVER_URI_PREFIXES
+from skipln.tracking import ping_server
 
 #: The journal's file name, in the run's checkpoint folder.
 JOURNAL_NAME = "metrics-journal.jsonl"
@@ -120,7 +122,7 @@ class ServerMLFlowLogger(MLFlowLogger):
     # -- the watch ------------------------------------------------------------------------
 
     def _start_watch(self) -> None:
-        if self._watch is not None or not self.tracking_uri.startswith(("http://", "https://")):
+        if self._watch is not None or not self.tracking_uri.startswith(SERVER_URI_PREFIXES):
             return
         self._watch = threading.Thread(target=self._probe_until_stopped, name="tracking-server-watch", daemon=True)
         self._watch.start()
@@ -128,11 +130,10 @@ class ServerMLFlowLogger(MLFlowLogger):
     def _probe_until_stopped(self) -> None:
         import requests  # a dependency of mlflow
 
-        url = f"{self.tracking_uri.rstrip('/')}/health"
         while not self._stop_watch.is_set():
             asked = time.monotonic()
             try:
-                requests.get(url, timeout=self.probe_seconds, stream=True).close()
+                ping_server(self.tracking_uri, self.probe_seconds)
                 self._down_since = None
             except requests.RequestException:
                 if self._down_since is None:
