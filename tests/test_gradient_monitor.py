@@ -177,7 +177,7 @@ def test_a_stream_of_several_tensors_counts_each_of_them() -> None:
 def test_a_resnet_is_one_stack_whose_first_and_last_blocks_are_the_first_and_last_connections() -> None:
     net = ResNet(depth=8, block="basic", num_classes=10, in_channels=1)
     (stack,) = find_stacks(net)
-    assert stack.label == "blocks" and stack.first is net.blocks[0].skip and stack.last is net.blocks[-1].skip
+    assert stack.label == "blocks" and stack.first is net.blocks[0].connection and stack.last is net.blocks[-1].connection
 
 
 def test_under_bf16_mixed_the_values_match_float32_closely() -> None:

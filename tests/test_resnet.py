@@ -146,7 +146,7 @@ def test_every_residual_sum_goes_through_the_strategy(block: str) -> None:
     model = ResNet(20, block, skip=spy)
     model(torch.randn(2, 3, 16, 16))
     assert len(spy.log) == 9
-    assert [call["connection"] for call in spy.log] == [b.skip for b in model.blocks]
+    assert [call["connection"] for call in spy.log] == [b.connection for b in model.blocks]
     assert all(call["body_calls"] == 1 for call in spy.log)
     boundary = spy.boundaries[0][1]
     assert (boundary.entered, boundary.exited) == (1, 1)
@@ -178,7 +178,7 @@ def test_strategy_scales_the_shortcut_output_too() -> None:
 def test_init_branch_receives_each_block_body_once() -> None:
     spy = SpyStrategy()
     model = ResNet(14, "basic", skip=spy)
-    assert [block.skip.branches for block in model.blocks] == [[block.body] for block in model.blocks]
+    assert [block.connection.branches for block in model.blocks] == [[block.body] for block in model.blocks]
 
 
 def test_strategy_parameters_keep_the_strategy_initialisation() -> None:
@@ -196,7 +196,7 @@ def test_strategy_parameters_keep_the_strategy_initialisation() -> None:
             return HalfNormConnection(features)
 
     model = ResNet(8, "basic", skip=HalfNorm())
-    assert all(torch.all(block.skip.norm.weight == 0.5) for block in model.blocks)
+    assert all(torch.all(block.connection.norm.weight == 0.5) for block in model.blocks)
 
 
 def test_convolutions_get_he_initialisation() -> None:
@@ -208,14 +208,14 @@ def test_convolutions_get_he_initialisation() -> None:
 
 def test_skip_norm_layer_gives_the_strategy_ln_over_chw() -> None:
     model = ResNet(8, "basic", skip=RecursiveSkipLN(recursions=2))
-    norms = [n for block in model.blocks for n in block.skip.norms]
+    norms = [n for block in model.blocks for n in block.connection.norms]
     assert len(norms) == 6 and all(type(n) is LayerNorm2d for n in norms)
     assert [n.num_channels for n in norms[::2]] == [16, 32, 64]
 
 
 def test_skip_norm_batch_gives_the_strategy_batchnorm() -> None:
     model = ResNet(8, "basic", skip=PostLN(), skip_norm="batch")
-    assert all(isinstance(block.skip.norm, SkipBatchNorm2d) for block in model.blocks)
+    assert all(isinstance(block.connection.norm, SkipBatchNorm2d) for block in model.blocks)
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
 
 
@@ -297,7 +297,7 @@ def test_a_strategy_that_ignores_in_features_fails_clearly_in_a_downsampling_blo
 def test_input_normalizing_strategies_run_in_every_block_including_the_downsampling_ones(block: str, skip: SkipStrategy) -> None:
     model = ResNet(20, block, skip=skip)
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
-    norms_in = [b.skip.norm if isinstance(skip, PreLN) else b.skip.norm_in for b in model.blocks]
+    norms_in = [b.connection.norm if isinstance(skip, PreLN) else b.connection.norm_in for b in model.blocks]
     assert [n.num_channels for n in norms_in] == [16, 16, 16, 16, 32, 32, 32, 64, 64]
 
 
@@ -356,3 +356,21 @@ def test_a_drop_path_rate_outside_zero_to_one_is_refused_by_name(rate: float) ->
 
 def test_the_name_says_when_the_model_drops_blocks() -> None:
     assert ResNet(20, "basic", drop_path_rate=0.1).name == "resnet20-dp0.1"
+
+
+def test_a_state_dict_with_the_blocks_old_submodule_names_loads_into_the_renamed_blocks() -> None:
+    # Checkpoints written before the rename call block.connection "skip" and block.downsample "shortcut".
+    saved = ResNet(8, "preact", skip=PostLN(), shortcut="B")
+    with torch.no_grad():
+        for parameter in saved.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    old_names = {
+        key.replace(".connection.", ".skip.").replace(".downsample.", ".shortcut."): value
+        for key, value in saved.state_dict().items()
+    }
+    assert any(".skip." in key for key in old_names) and any(".shortcut." in key for key in old_names)
+
+    loaded = ResNet(8, "preact", skip=PostLN(), shortcut="B")
+    loaded.load_state_dict(old_names)  # strict: every key must land on a parameter or buffer
+
+    assert all(torch.equal(value, loaded.state_dict()[key]) for key, value in saved.state_dict().items())

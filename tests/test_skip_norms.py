@@ -31,7 +31,9 @@ from skipln.skip import (
     ResiDual,
     RMSNorm2d,
     SandwichLN,
+    SkipConnection,
     SkipStrategy,
+    StackBoundary,
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "skip"
@@ -53,7 +55,7 @@ def randomize(module: nn.Module) -> nn.Module:
 
 def skip_norms(model: nn.Module) -> list[nn.Module]:
     """The norms inside the model's skip connections and stack boundaries (not the bodies' own BN)."""
-    owners = [m for name, m in model.named_modules() if name.endswith(("skip", "boundary")) and name != "skip"]
+    owners = [m for m in model.modules() if isinstance(m, (SkipConnection, StackBoundary))]
     return [m for owner in owners for m in owner.modules() if isinstance(m, ALL_NORM_TYPES)]
 
 
@@ -151,7 +153,7 @@ def test_default_norms_leave_parameter_counts_unchanged_and_rms_drops_the_biases
 
 def test_a_per_channel_skip_scale_follows_the_chosen_norms_channel_axis() -> None:
     model = ResNet(8, "preact", skip=LearnableSkipLN(per_channel=True, norm="dyt"))
-    assert all(block.skip.scale.axis == 1 for block in model.blocks)
+    assert all(block.connection.scale.axis == 1 for block in model.blocks)
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
     transformer = tiny_transformer(LearnableSkipLN(per_channel=True, norm="rms"))
     assert all(connection.scale.axis == -1 for connection, _ in transformer.connections())

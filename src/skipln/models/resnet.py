@@ -141,16 +141,51 @@ def projection(in_channels: int, out_channels: int, stride: int) -> nn.Sequentia
     )
 
 
-def make_shortcut(kind: ShortcutType, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
-    """The skip path's transform; ``None`` (identity) where the block keeps its shape."""
+def make_downsample(shortcut: ShortcutType, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    """The module of shortcut type ``shortcut`` on the skip path; ``None`` (identity) where the block keeps its shape."""
     if stride == 1 and in_channels == out_channels:
         return None
-    if kind == "A":
+    if shortcut == "A":
         return SubsampleZeroPad(in_channels, out_channels, stride)
     return projection(in_channels, out_channels, stride)
 
 
-class BasicBlock(nn.Module):
+# Names of the block's submodules before 2026-12 (``skip`` for the connection, ``shortcut`` for the
+# downsampling module, which read like the model's strategy and shortcut type), for loading older checkpoints.
+_RENAMED_SUBMODULES = {"skip.": "connection.", "shortcut.": "downsample."}
+
+
+def _rename_old_keys(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        for old, new in _RENAMED_SUBMODULES.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+
+
+class ResidualBlock(nn.Module):
+    """What both block styles share: ``connection(x, body, downsample)``.
+
+    ``body`` is the residual branch F; ``connection`` the :class:`~skipln.skip.SkipConnection`
+    the model's strategy built for this block; ``downsample`` the module of the model's
+    shortcut type on the skip path where the block changes shape (``None``: identity).
+    """
+
+    def __init__(
+        self, body: nn.Sequential, connection: SkipConnection, downsample: nn.Module | None, drop_path: DropPath | None
+    ) -> None:
+        super().__init__()
+        # Registration order = parameter order, which an optimizer's saved state is keyed by: keep it.
+        self.body = body
+        self.downsample = downsample
+        self.connection = connection
+        self.drop_path = drop_path
+        self.register_load_state_dict_pre_hook(_rename_old_keys)
+
+    def residual(self, x: Tensor) -> Tensor:
+        return self.connection(x, with_drop(self.body, self.drop_path), self.downsample)
+
+
+class BasicBlock(ResidualBlock):
     """Post-activation block: ``ReLU(skip(x, conv-BN-ReLU-conv-BN))``."""
 
     def __init__(
@@ -158,28 +193,25 @@ class BasicBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         stride: int,
-        skip: SkipConnection,
-        shortcut: nn.Module | None,
+        connection: SkipConnection,
+        downsample: nn.Module | None,
         drop_path: DropPath | None = None,
     ) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
+        body = nn.Sequential(
             conv3x3(in_channels, out_channels, stride),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
             conv3x3(out_channels, out_channels),
             nn.BatchNorm2d(out_channels),
         )
-        self.shortcut = shortcut
-        self.skip = skip
-        self.drop_path = drop_path
+        super().__init__(body, connection, downsample, drop_path)
         self.activation = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activation(self.skip(x, with_drop(self.body, self.drop_path), self.shortcut))
+        return self.activation(self.residual(x))
 
 
-class PreActBlock(nn.Module):
+class PreActBlock(ResidualBlock):
     """Pre-activation block: ``skip(x, BN-ReLU-conv-BN-ReLU-conv)``."""
 
     def __init__(
@@ -187,12 +219,11 @@ class PreActBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         stride: int,
-        skip: SkipConnection,
-        shortcut: nn.Module | None,
+        connection: SkipConnection,
+        downsample: nn.Module | None,
         drop_path: DropPath | None = None,
     ) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
+        body = nn.Sequential(
             nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
             conv3x3(in_channels, out_channels, stride),
@@ -200,12 +231,10 @@ class PreActBlock(nn.Module):
             nn.ReLU(inplace=True),
             conv3x3(out_channels, out_channels),
         )
-        self.shortcut = shortcut
-        self.skip = skip
-        self.drop_path = drop_path
+        super().__init__(body, connection, downsample, drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.skip(x, with_drop(self.body, self.drop_path), self.shortcut)
+        return self.residual(x)
 
 
 def he_init(module: nn.Module) -> None:
@@ -236,6 +265,10 @@ class ResNet(nn.Module):
     :class:`~skipln.skip.BlockSite` says so (``in_features``), so strategies that normalize
     the block's *input* (Pre-LN, Sandwich-LN) build that norm for the input. The shortcut
     always acts on the block's raw input, in both styles.
+
+    Names: the model's ``skip`` is the strategy (configuration) and its ``shortcut`` the
+    shortcut *type*; each block holds the modules they make, ``block.connection`` (a
+    :class:`~skipln.skip.SkipConnection`) and ``block.downsample`` (or ``None``).
 
     Args:
         depth: number of weighted layers, ``6n + 2`` with ``n >= 1``: 20, 32, 44, 56, 110, ...
@@ -312,8 +345,8 @@ class ResNet(nn.Module):
                     channels,
                     out_channels,
                     stride,
-                    skip=skip.build(out_channels, norm=norm, site=site),
-                    shortcut=make_shortcut(shortcut, channels, out_channels, stride),
+                    connection=skip.build(out_channels, norm=norm, site=site),
+                    downsample=make_downsample(shortcut, channels, out_channels, stride),
                     drop_path=drop_path_or_none(drop_rates[index]),
                 )
             )
@@ -337,10 +370,10 @@ class ResNet(nn.Module):
             part.apply(he_init)
         for block in self.blocks:
             block.body.apply(he_init)
-            if block.shortcut is not None:
-                block.shortcut.apply(he_init)
+            if block.downsample is not None:
+                block.downsample.apply(he_init)
         for block in self.blocks:
-            block.skip.init_branch(block.body)
+            block.connection.init_branch(block.body)
 
     @property
     def name(self) -> str:
@@ -355,7 +388,7 @@ class ResNet(nn.Module):
             name += f"-w{self.width}"
         if self.shortcut != "A":
             name += f"-{self.shortcut}"
-        if any(isinstance(module, SkipBatchNorm2d) for block in self.blocks for module in block.skip.modules()):
+        if any(isinstance(module, SkipBatchNorm2d) for block in self.blocks for module in block.connection.modules()):
             name += "-skipbn"
         if self.drop_path_rate > 0.0:
             name += f"-dp{self.drop_path_rate:g}"
@@ -413,10 +446,11 @@ __all__ = [
     "LayerNorm2d",
     "PreActBlock",
     "ResNet",
+    "ResidualBlock",
     "SkipBatchNorm2d",
     "SkipDyT2d",
     "SkipRMSNorm2d",
     "SubsampleZeroPad",
     "feature_map_norms",
-    "make_shortcut",
+    "make_downsample",
 ]

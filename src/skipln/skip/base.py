@@ -10,7 +10,7 @@ the model changing::
 
     h = boundary.enter(x)                         # once per stack
     for block in blocks:
-        h = block.skip(h, block.body)             # y = strategy's formula of (x, F)
+        h = block.connection(h, block.body)       # y = strategy's formula of (x, F)
     y = boundary(h)                               # once per stack: e.g. Pre-LN's final norm
 
 Hooks with do-nothing defaults cover strategies that need more than one block:
