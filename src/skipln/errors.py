@@ -69,6 +69,8 @@ _GIVEN = re.compile(r"^Given value: (.*?)(?:\. Got value: .*)?$")
 _EXPECTED = re.compile(r"^Expected an? (.+?)(?:\. Got value: (.*))?$")
 _NOT_A_SUBCLASS = re.compile(r"^Not a valid subclass of (\w+)(?:\. Got value: (.*))?$")
 _NOT_ACCEPTED = re.compile(r"^Option '([^']+)' is not accepted$")
+#: A value jsonargparse could read neither as a config file nor as a class: a file name that points nowhere.
+_NO_FILE = re.compile(r"^Unexpected import path format: (.+\.(?:ya?ml|json))$")
 _IMPORT_FAILED = re.compile(r"has no attribute|No module named|[Cc]annot import|not a class|[Ii]mport path")
 #: Lines that only list the alternatives jsonargparse tried (None, a config file path, an import path).
 _NOISE = re.compile(
@@ -196,6 +198,11 @@ def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
                 )
             if "class_path" not in value:
                 return f"{where}no class_path: name the class (`class_path: package.module.Class`) and put its arguments under init_args"
+    if missing := next((m for text in reasons if (m := _NO_FILE.match(text))), None):
+        return (
+            f"{where}no config file {missing[1]} (a file named as a setting's value is read relative to the config "
+            "file that names it): check the path, or give the setting's class_path and init_args instead"
+        )
     expected = [m for text in reasons if (m := _EXPECTED.match(text))]
     if expected:
         value = given if given is not None else next((m[2] for m in expected if m[2] is not None), None)
