@@ -1,4 +1,4 @@
-"""Specification of the image data modules: CIFAR-10/100 from a local folder, and scikit-learn's digits."""
+"""Specification of the image data modules: CIFAR-10/100 (ImageDataModule with He et al.'s recipe) from a local folder, and scikit-learn's digits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 import torch
 import torchvision.datasets.cifar
 
+from conftest import CONFIGS, DEFAULTS
+from skipln.cli import cli_main
 from skipln.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from skipln.data.digits import DigitsDataModule
+from skipln.data.images import ImageDataModule
 from skipln.data.sharding import UnpaddedShardSampler
 from skipln.errors import DataError
 
@@ -144,6 +147,46 @@ def test_val_size_out_of_range_is_refused(val_size: int) -> None:
 def test_val_size_larger_than_the_local_training_set_is_refused(cifar10_dir: Path, no_md5_check: None) -> None:
     with pytest.raises(ValueError, match="leaves no training images"):
         CIFAR10DataModule(data_dir=str(cifar10_dir), val_size=5 * PER_FILE).setup("fit")
+
+
+def test_cifar10_is_image_data_module_with_he_et_al_s_recipe(cifar10_dir: Path, no_md5_check: None) -> None:
+    """One code path: the same split and, under one random state, the same augmented and normalized images."""
+    preset = CIFAR10DataModule(data_dir=str(cifar10_dir), val_size=10, seed=3, num_workers=0)
+    general = ImageDataModule(
+        "CIFAR10", data_dir=str(cifar10_dir), val_size=10, seed=3, num_workers=0, crop_padding=4, horizontal_flip=True,
+        mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616],
+    )  # fmt: skip
+    assert isinstance(preset, ImageDataModule)
+    for dm in (preset, general):
+        dm.setup("fit")
+    assert preset.val_set.dataset.indices == general.val_set.dataset.indices
+    images = []
+    for dm in (preset, general):
+        torch.manual_seed(0)
+        images.append(torch.stack([dm.train_set[i][0] for i in range(8)]))
+    assert torch.equal(*images)
+
+
+def test_the_hyperparameters_are_the_cifar_modules_own_arguments(cifar10_dir: Path) -> None:
+    """What a checkpoint stores rebuilds the module; the arguments it fixes (dataset, mean, …) are not among them."""
+    dm = CIFAR10DataModule(data_dir=str(cifar10_dir), val_size=10, seed=2, num_workers=0)
+    assert dict(dm.hparams) == {
+        "data_dir": str(cifar10_dir), "download": False, "batch_size": 128, "val_size": 10, "seed": 2, "num_workers": 0, "augment": True,
+    }  # fmt: skip
+    assert CIFAR10DataModule(**dm.hparams).hparams == dm.hparams
+
+
+@pytest.mark.slow
+def test_the_cli_links_cifar_100_s_classes_and_channels_into_the_model(cifar100_dir: Path, no_md5_check: None, workdir: Path) -> None:
+    cli = cli_main(
+        ["validate", f"--config={CONFIGS / 'resnet' / 'cifar100_resnet20.yaml'}", f"--data.init_args.data_dir={cifar100_dir}",
+         "--data.init_args.val_size=10", "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"],
+        default_config_files=[DEFAULTS],
+    )  # fmt: skip
+    assert cli is not None
+    assert (cli.datamodule.num_classes, cli.datamodule.in_channels) == (100, 3)
+    assert (cli.model.num_classes, cli.model.net.num_classes, cli.model.net.fc.out_features, cli.model.net.in_channels) == (100, 100, 100, 3)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+import torchvision.datasets
 from PIL import Image
 
-from skipln.data.images import ImageDataModule, channel_statistics, resolve_dataset
+from skipln.data.images import ImageDataModule, channel_statistics, declared_files, resolve_dataset
 from skipln.data.resumable import EpochSampler, ResumableDataLoader
 from skipln.data.sharding import UnpaddedShardSampler
 from skipln.errors import ConfigError, DataError
@@ -100,6 +101,34 @@ def test_an_unknown_dataset_name_is_refused_with_the_closest_names() -> None:
 def test_a_missing_data_set_names_the_folder_download_and_the_offline_script(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"FashionMNIST not found.*download: true.*scripts/get_fashion_mnist.py"):
         _ = fashion(tmp_path).num_classes
+
+
+def test_the_files_torchvision_checks_are_known_where_its_class_lists_them() -> None:
+    files = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+    assert declared_files(torchvision.datasets.CIFAR10) == ("cifar-10-batches-py", files)
+    assert declared_files(torchvision.datasets.CIFAR100) == ("cifar-100-python", ("train", "test", "meta"))
+    assert declared_files(torchvision.datasets.STL10)[0] == "stl10_binary"  # type: ignore[index]
+    assert declared_files(torchvision.datasets.FashionMNIST) is None
+
+
+def test_missing_declared_files_are_named_with_the_archive_to_unpack(tmp_path: Path) -> None:
+    (tmp_path / "cifar-100-python").mkdir()
+    (tmp_path / "cifar-100-python" / "meta").write_bytes(b"")
+    with pytest.raises(DataError) as error:
+        _ = ImageDataModule("CIFAR100", data_dir=str(tmp_path)).num_classes
+    message = str(error.value)
+    assert message.startswith("ImageDataModule: CIFAR100 not found")
+    assert f"{tmp_path / 'cifar-100-python'}/ with train, test, meta" in message
+    assert "missing: train, test" in message
+    assert f"cifar-100-python.tar.gz, unpacked into {tmp_path}/" in message and "download: true" in message
+
+
+def test_declared_files_that_fail_torchvision_s_check_are_reported_corrupt(tmp_path: Path) -> None:
+    (tmp_path / "cifar-100-python").mkdir()
+    for name in ("train", "test", "meta"):
+        (tmp_path / "cifar-100-python" / name).write_bytes(b"not CIFAR")
+    with pytest.raises(DataError, match=r"CIFAR100 at .*cifar-100-python/ is corrupt or incomplete.*fresh copy.*download: true"):
+        _ = ImageDataModule("CIFAR100", data_dir=str(tmp_path)).num_classes
 
 
 def test_validation_is_held_out_of_the_training_split_by_seed(fashion_dir: Path) -> None:

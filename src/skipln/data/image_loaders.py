@@ -1,4 +1,4 @@
-"""The data loaders of the image data modules (CIFAR, digits, any torchvision data set): resumable training, unpadded evaluation.
+"""The data loaders of the image data modules (digits, any torchvision data set, CIFAR among them): resumable training, unpadded evaluation.
 
 :class:`ImageLoaders` gives a data module its four ``*_dataloader`` methods from its
 ``train_set``, ``val_set``, ``test_set``, ``batch_size`` and ``num_workers``.

@@ -8,6 +8,8 @@ reads ``data_dir/train/<class>/*`` and ``data_dir/test/<class>/*``.
 What a model must agree with is read from the data, not written in YAML: the number of
 classes (``num_classes``) and of channels (``in_channels``), which the CLI links into the
 model, and the per-channel mean and standard deviation used to normalize, unless given.
+
+:mod:`skipln.data.cifar` holds CIFAR-10/100 presets of :class:`ImageDataModule` (He et al.'s recipe).
 """
 
 from __future__ import annotations
@@ -45,6 +47,24 @@ def split_keyword(dataset_class: type) -> str | None:
     """``"train"`` or ``"split"``: how the class's constructor chooses the training or test split (None: neither)."""
     parameters = inspect.signature(dataset_class).parameters
     return next((name for name in ("train", "split") if name in parameters), None)
+
+
+def declared_files(dataset_class: type) -> tuple[str, tuple[str, ...]] | None:
+    """The folder (inside ``data_dir``) and the files in it that a torchvision class checks before it reads, where it lists them.
+
+    CIFAR-10, CIFAR-100 and STL-10 list them as class attributes (``base_folder``, ``train_list``,
+    ``test_list``, and CIFAR's ``meta``): the files whose md5 torchvision checks. Other classes
+    keep their layout to themselves: None.
+    """
+    folder = getattr(dataset_class, "base_folder", None)
+    lists = [getattr(dataset_class, name, None) for name in ("train_list", "test_list")]
+    if not isinstance(folder, str) or not all(isinstance(entries, list) for entries in lists):
+        return None
+    files = [entry[0] for entries in lists for entry in entries]  # type: ignore[union-attr]
+    meta = getattr(dataset_class, "meta", None)
+    if isinstance(meta, dict) and "filename" in meta:
+        files.append(meta["filename"])
+    return folder, tuple(files)
 
 
 def torchvision_datasets() -> dict[str, type]:
@@ -177,6 +197,7 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
         dataset_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        owner = type(self).__name__
         self.dataset = resolve_dataset(dataset)
         for arg, value, minimum in (
             ("batch_size", batch_size, 1),
@@ -187,11 +208,11 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
             ("image_size", 1 if image_size is None else image_size, 1),
         ):
             if not is_int(value) or value < minimum:
-                raise ConfigError(f"ImageDataModule: '{arg}' must be an integer >= {minimum}, got {value!r}")
+                raise ConfigError(f"{owner}: '{arg}' must be an integer >= {minimum}, got {value!r}")
         if (mean is None) != (std is None):
-            raise ConfigError("ImageDataModule: give both 'mean' and 'std' (one value per channel), or neither to compute them")
+            raise ConfigError(f"{owner}: give both 'mean' and 'std' (one value per channel), or neither to compute them")
         if std is not None and any(s <= 0 for s in std):
-            raise ConfigError(f"ImageDataModule: every 'std' must be > 0, got {std!r}")
+            raise ConfigError(f"{owner}: every 'std' must be > 0, got {std!r}")
         if self.dataset == IMAGE_FOLDER and download:
             raise ConfigError("ImageDataModule: an ImageFolder cannot be downloaded: set download: false and put the images under data_dir")
         if self.dataset == IMAGE_FOLDER and dataset_args:
@@ -293,20 +314,48 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
         return folder
 
     def _load_torchvision(self, split: str) -> Dataset:
+        declared = declared_files(torchvision_datasets()[self.dataset])
+        if declared is not None and not self.download:
+            self._check_declared_files(*declared)
         try:
             return self._construct(split, download=False)
         except RuntimeError as error:
             if "download=True" not in str(error):
                 raise
+            if not self.download and declared is not None:  # every file is there (checked above): one is damaged
+                raise DataError(
+                    f"{type(self).__name__}: {self.dataset} at {(self.data_dir / declared[0]).absolute()}/ is corrupt or incomplete "
+                    f"(torchvision: {error}). Replace the files with a fresh copy, or delete the folder and set "
+                    f"`download: true` (data.init_args.download)."
+                ) from error
             if not self.download:
                 hint = OFFLINE_HINTS.get(self.dataset, "").format(data_dir=self.data_dir)
                 raise DataError(
-                    f"ImageDataModule: {self.dataset} not found (or corrupt) under {self.data_dir.absolute()}/ "
+                    f"{type(self).__name__}: {self.dataset} not found (or corrupt) under {self.data_dir.absolute()}/ "
                     f"(torchvision: {error}): set `download: true` (data.init_args.download) to fetch it into data_dir"
                     f"{', ' + hint if hint else ''}, or point data.init_args.data_dir at the folder that holds it"
                 ) from error
         # Reached at the first question about the data (the CLI's links): before any other process starts.
         return self._construct(split, download=True)
+
+    def _check_declared_files(self, folder: str, files: tuple[str, ...]) -> None:
+        """Raise DataError naming the folder, its files, the missing ones and where the archive unpacks, if any is missing.
+
+        Checked before torchvision, whose "not found or corrupted" says neither which file nor
+        whether one is missing or damaged.
+        """
+        root = self.data_dir / folder
+        missing = [f for f in files if not (root / f).is_file()]
+        if not missing:
+            return
+        found = "the folder does not exist" if not root.is_dir() else f"missing: {', '.join(missing)}"
+        url = getattr(torchvision_datasets()[self.dataset], "url", None)
+        source = f" (from {url}, unpacked into {self.data_dir.absolute()}/)" if isinstance(url, str) else ""
+        raise DataError(
+            f"{type(self).__name__}: {self.dataset} not found: expected the folder {root.absolute()}/ with "
+            f"{', '.join(files)}{source}; {found}. Put the files there, or set `download: true` "
+            f"(data.init_args.download) to fetch them."
+        )
 
     def _construct(self, split: str, download: bool) -> Dataset:
         dataset_class = torchvision_datasets()[self.dataset]
@@ -316,7 +365,7 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
             return dataset_class(str(self.data_dir), **{keyword: choice}, download=download, **self.dataset_args)  # type: ignore[misc]
         except (TypeError, ValueError) as error:
             raise ConfigError(
-                f"ImageDataModule: torchvision.datasets.{self.dataset}({keyword}={choice!r}, "
+                f"{type(self).__name__}: torchvision.datasets.{self.dataset}({keyword}={choice!r}, "
                 f"{', '.join(f'{k}={v!r}' for k, v in self.dataset_args.items()) or 'no dataset_args'}) failed: {error}; "
                 f"check data.init_args.dataset_args, or use a data set with train and test splits"
             ) from error
@@ -362,7 +411,7 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
             train = self._split("train")
             if len(train) <= self.val_size:  # type: ignore[arg-type]
                 raise ConfigError(
-                    f"ImageDataModule: val_size={self.val_size} leaves no training images ({self.dataset} at "
+                    f"{type(self).__name__}: val_size={self.val_size} leaves no training images ({self.dataset} at "
                     f"{self.data_dir.absolute()}/ has {len(train)}): lower data.init_args.val_size"  # type: ignore[arg-type]
                 )
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()  # type: ignore[arg-type]
@@ -387,14 +436,14 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
                 sample = [sample[i] for i in sorted(pick.tolist())]
             self.mean, self.std = channel_statistics(train, v2.Compose([*self._geometry(), v2.ToDtype(torch.float32, scale=True)]), sample)
             if any(s <= 0 or not math.isfinite(s) for s in self.std):
-                raise DataError(f"ImageDataModule: the training images of {self.dataset} are constant in a channel (std {self.std}); give mean and std")
+                raise DataError(f"{type(self).__name__}: the training images of {self.dataset} are constant in a channel (std {self.std}); give mean and std")
             rank_zero_info(
-                f"ImageDataModule: {self.dataset} normalized with mean {_rounded(self.mean)} and std {_rounded(self.std)}, "
+                f"{type(self).__name__}: {self.dataset} normalized with mean {_rounded(self.mean)} and std {_rounded(self.std)}, "
                 f"computed on {len(sample):,} training images (give data.init_args.mean and std to skip this)"
             )
         if len(self.mean) != channels or len(self.std) != channels:
             raise ConfigError(
-                f"ImageDataModule: {self.dataset} has {channels}-channel images but mean/std give "
+                f"{type(self).__name__}: {self.dataset} has {channels}-channel images but mean/std give "
                 f"{len(self.mean)}/{len(self.std)} values: give one per channel, or neither to compute them"
             )
 
@@ -416,4 +465,4 @@ def _rounded(values: Sequence[float]) -> list[float]:
     return [round(v, 4) for v in values]
 
 
-__all__ = ["IMAGE_FOLDER", "ImageDataModule", "channel_statistics", "resolve_dataset", "torchvision_datasets"]
+__all__ = ["IMAGE_FOLDER", "ImageDataModule", "channel_statistics", "declared_files", "resolve_dataset", "torchvision_datasets"]
