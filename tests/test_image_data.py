@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +196,28 @@ def digits() -> DigitsDataModule:
     dm = DigitsDataModule(batch_size=16)
     dm.setup("fit")
     return dm
+
+
+def test_processes_that_download_at_once_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every process of a torchrun/SLURM job downloads at its first question about the data; threads stand in for them.
+    inside, overlapped = [0], []
+
+    def slow_download(self: ImageDataModule, split: str, download: bool) -> list[int]:
+        inside[0] += 1
+        overlapped.append(inside[0] > 1)
+        time.sleep(0.2)
+        inside[0] -= 1
+        return []
+
+    monkeypatch.setattr(ImageDataModule, "_construct", slow_download)
+    modules = [ImageDataModule("CIFAR10", data_dir=str(tmp_path / "data"), download=True) for _ in range(3)]
+    threads = [threading.Thread(target=module.prepare_data) for module in modules]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(overlapped) == 6 and not any(overlapped)
 
 
 def test_digits_are_one_channel_8x8_images_of_ten_classes(digits: DigitsDataModule) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
@@ -335,8 +336,18 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
                     f"(torchvision: {error}): set `download: true` (data.init_args.download) to fetch it into data_dir"
                     f"{', ' + hint if hint else ''}, or point data.init_args.data_dir at the folder that holds it"
                 ) from error
-        # Reached at the first question about the data (the CLI's links): before any other process starts.
-        return self._construct(split, download=True)
+        return self._download(split)
+
+    def _download(self, split: str) -> Dataset:
+        """torchvision's download of ``split``, one process at a time.
+
+        Reached at the first question about the data (the CLI's links), which every process of a
+        ``torchrun``/SLURM job asks at once: the lock makes the others wait for the first one's
+        download and then find the files, instead of writing the same archive together.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.data_dir / f".{self.dataset}.download.lock")):
+            return self._construct(split, download=True)
 
     def _check_declared_files(self, folder: str, files: tuple[str, ...]) -> None:
         """Raise DataError naming the folder, its files, the missing ones and where the archive unpacks, if any is missing.
@@ -373,7 +384,7 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
     def prepare_data(self) -> None:
         if self.download and self.dataset != IMAGE_FOLDER:
             for split in FOLDER_SPLITS:
-                self._construct(split, download=True)
+                self._download(split)
 
     # -- transforms ----------------------------------------------------------------------------
 
