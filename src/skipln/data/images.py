@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,8 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
         download and then find the files, instead of writing the same archive together.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.data_dir, os.W_OK):  # a read-only copy: nothing can be written, nothing to take turns for
+            return self._construct(split, download=True)
         with FileLock(str(self.data_dir / f".{self.dataset}.download.lock")):
             return self._construct(split, download=True)
 
