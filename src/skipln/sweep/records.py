@@ -10,20 +10,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from skipln.run_vocabulary import DIVERGED, FAILURE_TAG, FITTED, RESULT, STAGE_TAG, STATE_TAG, SWEEP_TAG, TESTED
+from skipln.run_vocabulary import (
+    ARGS_TAG,
+    AXIS_TAG_PREFIX,
+    CELL_INDEX_TAG,
+    CELL_TAG,
+    DIVERGED,
+    FAILURE_TAG,
+    FITTED,
+    MAX_TAG,
+    RESULT,
+    STAGE_TAG,
+    STATE_TAG,
+    SWEEP_TAG,
+    TESTED,
+    VALUE_TAG_PREFIX,
+)
+from skipln.sweep.grid import Cell, SearchAxis
 from skipln.sweep.store import search_all
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
-
 
 
 def sweep_runs(client: MlflowClient, experiment_id: str, sweep: str, stage: str = RESULT) -> list[Run]:
@@ -86,6 +102,19 @@ def config_hash(items: Sequence[str], root: Path, defaults: Path | None) -> str:
     return hashlib.sha256(json.dumps(contents, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def run_tags(cell: Cell, items: Sequence[str]) -> dict[str, str]:
+    """The tags every run of a cell starts with: its sweep, cell, labels and arguments."""
+    labels = {f"{AXIS_TAG_PREFIX}{axis}": label for axis, label in cell.labels.items()}
+    return {SWEEP_TAG: cell.sweep, CELL_TAG: cell.key, CELL_INDEX_TAG: str(cell.index), **labels, ARGS_TAG: shlex.join(items)[:MAX_TAG]}
+
+
+def value_tags(axes: Iterable[SearchAxis], values: Mapping[str, Any]) -> dict[str, str]:
+    """Searched values as tags: ``sweep.<axis>`` rounded for reading, ``sweep_value.<axis>`` exact (JSON keeps
+    ``0.001`` and ``3`` apart from ``"3"``)."""
+    tags = {f"{AXIS_TAG_PREFIX}{axis.axis}": axis.label(values[axis.axis]) for axis in axes}
+    return tags | {f"{VALUE_TAG_PREFIX}{axis.axis}": json.dumps(values[axis.axis]) for axis in axes}
+
+
 def checkpoint_to_test(checkpoints: Path, root: Path) -> Path | None:
     """The best checkpoint the run's ModelCheckpoint recorded in ``last.ckpt``; else ``last.ckpt``; else None."""
     last = checkpoints / "last.ckpt"
@@ -107,12 +136,3 @@ def checkpoint_to_test(checkpoints: Path, root: Path) -> Path | None:
                 return path
     return last
 
-
-
-def encode(value: object) -> str:
-    """A searched value as a tag (JSON keeps ``0.001`` and ``3`` apart from ``"3"``)."""
-    return json.dumps(value)
-
-
-def decode(text: str) -> object:
-    return json.loads(text)

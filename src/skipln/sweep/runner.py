@@ -16,22 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skipln.run_vocabulary import (
-    ARGS_TAG,
-    AXIS_TAG_PREFIX,
-    CELL_INDEX_TAG,
-    CELL_TAG,
-    CONFIG_HASH_TAG,
-    FINGERPRINT_TAG,
-    MAX_TAG,
-    SEED_TAG,
-    STATE_TAG,
-    SWEEP_TAG,
-    VALUE_TAG_PREFIX,
-)
+from skipln.run_vocabulary import ARGS_TAG, CELL_TAG, CONFIG_HASH_TAG, FINGERPRINT_TAG, SEED_TAG, STATE_TAG
 from skipln.sweep.grid import Cell, Grid, SweepError
 from skipln.sweep.launch import Launcher
-from skipln.sweep.records import Action, config_hash, decide, encode, fingerprint, sweep_runs
+from skipln.sweep.records import Action, config_hash, decide, fingerprint, run_tags, sweep_runs, value_tags
 from skipln.sweep.trials import ResultRun, result_trial
 
 if TYPE_CHECKING:
@@ -120,21 +108,10 @@ class Sweep:
 
     def create_run(self, item: Planned, values: dict[str, Any] | None) -> None:
         """Make the MLflow run of a (cell, seed) with the sweep's tags; its fit and test log into it."""
-        cell = item.cell
-        tags = {
-            SWEEP_TAG: self.grid.name,
-            CELL_TAG: cell.key,
-            CELL_INDEX_TAG: str(cell.index),
-            SEED_TAG: str(item.seed),
-            **{f"{AXIS_TAG_PREFIX}{axis}": label for axis, label in cell.labels.items()},
-            FINGERPRINT_TAG: fingerprint(item.items),
-            ARGS_TAG: shlex.join(item.items)[:MAX_TAG],
-            CONFIG_HASH_TAG: self._config_hash(item.items),
-        }
-        for axis in self.grid.search_axes if values else ():
-            tags[f"{AXIS_TAG_PREFIX}{axis.axis}"] = axis.label(values[axis.axis])  # type: ignore[index]
-            tags[f"{VALUE_TAG_PREFIX}{axis.axis}"] = encode(values[axis.axis])  # type: ignore[index]
-        run = self.client.create_run(self.launcher.experiment_id, run_name=f"{cell.name}-s{item.seed}", tags=tags)
+        searched = value_tags(self.grid.search_axes, values) if values else {}
+        tags = run_tags(item.cell, item.items) | searched | {
+            SEED_TAG: str(item.seed), FINGERPRINT_TAG: fingerprint(item.items), CONFIG_HASH_TAG: self._config_hash(item.items)}
+        run = self.client.create_run(self.launcher.experiment_id, run_name=f"{item.cell.name}-s{item.seed}", tags=tags)
         item.run_id = run.info.run_id
 
     # -- running --

@@ -11,37 +11,30 @@ after its process died resumes from ``last.ckpt`` instead of starting over.
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skipln.errors import SkipLNError
 from skipln.run_vocabulary import (
-    ARGS_TAG,
     ATTEMPTS_TAG,
-    AXIS_TAG_PREFIX,
-    CELL_INDEX_TAG,
-    CELL_TAG,
     DIVERGED,
     FAILURE_REASON_TAG,
     FAILURE_TAG,
+    FIT_EXIT_TAG,
     FITTED,
     FITTING,
-    FIT_EXIT_TAG,
-    MAX_TAG,
     SEED_TAG,
     STAGE_TAG,
     STATE_TAG,
     SWEEP_TAG,
-    TESTED,
     TEST_EXIT_TAG,
+    TESTED,
     TRIAL,
     TRIAL_TAG,
-    VALUE_TAG_PREFIX,
 )
 from skipln.sweep.grid import Cell, Search, SearchAxis
 from skipln.sweep.launch import Launcher
-from skipln.sweep.records import Action, checkpoint_to_test, decide, diverged, encode
+from skipln.sweep.records import Action, checkpoint_to_test, decide, diverged, run_tags, value_tags
 from skipln.sweep.store import search_all
 
 if TYPE_CHECKING:
@@ -138,13 +131,8 @@ def search_trial(config: dict[str, Any], *, launcher: Launcher, cell: Cell, item
     run = found[-1] if found else client.create_run(
         launcher.experiment_id,
         run_name=f"{cell.name}-" + "-".join(f"{a.axis}{a.label(config[a.axis])}" for a in axes),
-        tags={
-            SWEEP_TAG: cell.sweep, CELL_TAG: cell.key, CELL_INDEX_TAG: str(cell.index), SEED_TAG: str(seed),
-            STAGE_TAG: TRIAL, TRIAL_TAG: trial_id, "mlflow.parentRunId": parent_run_id,
-            ARGS_TAG: shlex.join(run_items)[:MAX_TAG],
-            **{f"{AXIS_TAG_PREFIX}{a.axis}": a.label(config[a.axis]) for a in axes},
-            **{f"{VALUE_TAG_PREFIX}{a.axis}": encode(config[a.axis]) for a in axes},
-        },
+        tags=run_tags(cell, run_items) | value_tags(axes, config)
+        | {SEED_TAG: str(seed), STAGE_TAG: TRIAL, TRIAL_TAG: trial_id, "mlflow.parentRunId": parent_run_id},
     )  # fmt: skip
     run_id = run.info.run_id
     worst = -math.inf if search.mode == "max" else math.inf
