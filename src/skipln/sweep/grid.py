@@ -145,11 +145,9 @@ class Grid:
     """A parsed, validated grid file."""
 
     name: str
-    path: Path
     base: tuple[str, ...]
     axes: tuple[tuple[str, tuple[Choice, ...]], ...]
     seeds: tuple[int, ...]
-    description: str = ""
     search_axes: tuple[SearchAxis, ...] = ()
     search: Search | None = None
 
@@ -191,9 +189,7 @@ def load_grid(path: str | os.PathLike[str], *, root: Path | None = None) -> Grid
     base = check_items(data.get("base") or [], f"grid file {path}: 'base'", root)
     axes, search_axes = _axes(data.get("axes") or {}, path, root)
     seeds = _seeds(data.get("seeds", [0]), path)
-    search = _search(data.get("search"), path, bool(search_axes))
-    description = str(data.get("description") or "")
-    return Grid(name, path, base, axes, seeds, description, search_axes, search)
+    return Grid(name, base, axes, seeds, search_axes, _search(data.get("search"), path, bool(search_axes)))
 
 
 def _known_keys(data: dict[Any, Any], known: dict[str, str], where: str) -> None:

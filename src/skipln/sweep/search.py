@@ -57,7 +57,7 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, launcher=sweep.launcher, cell=cell, items=items, axes=grid.search_axes,
                              search=search, seed=grid.search_seed, parent_run_id=parent_id),
-        sweep.resources.ray(),
+        sweep.resources,
     )  # fmt: skip
     if tune.Tuner.can_restore(str(path)):
         sweep.out(f"search of {cell.key}: resuming the interrupted search in {path}")

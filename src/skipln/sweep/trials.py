@@ -49,14 +49,15 @@ class TrialFailed(SkipLNError, RuntimeError):
     """A run's fit or test exited with an error (Ray Tune retries the trial)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class ResultRun:
-    """One (cell, seed) of the grid: its run, and the config files and overrides it trains with."""
+    """One (cell, seed) of the grid: the config files and overrides it trains with, its run, and what this invocation does."""
 
     cell: Cell
     seed: int
     items: tuple[str, ...]
-    run_id: str
+    run_id: str = ""  # until the run is made
+    action: Action = Action.NEW
 
 
 def _client(launcher: Launcher) -> MlflowClient:
