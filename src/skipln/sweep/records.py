@@ -16,8 +16,6 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from skipln.run_vocabulary import (
     ARGS_TAG,
     AXIS_TAG_PREFIX,
@@ -35,7 +33,7 @@ from skipln.run_vocabulary import (
     VALUE_TAG_PREFIX,
 )
 from skipln.sweep.grid import Cell, SearchAxis
-from skipln.sweep.store import search_all
+from skipln.sweep.store import read_yaml, search_all
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -85,7 +83,7 @@ def decide(run: Run | None, *, has_last_checkpoint: bool, retry_diverged: bool =
 
 def fingerprint(items: Sequence[str]) -> str:
     """A short hash of a run's arguments (without the sweep's own: seed, run id, checkpoint)."""
-    return hashlib.sha256(json.dumps(list(items)).encode()).hexdigest()[:16]
+    return _digest(list(items))
 
 
 def config_hash(items: Sequence[str], root: Path, defaults: Path | None) -> str:
@@ -93,13 +91,12 @@ def config_hash(items: Sequence[str], root: Path, defaults: Path | None) -> str:
     files = ([defaults] if defaults is not None and defaults.is_file() else []) + [
         root / item for item in items if not item.startswith("--")
     ]
-    contents = []
-    for file in files:
-        try:
-            contents.append(yaml.safe_load(file.read_text()))
-        except (OSError, yaml.YAMLError):
-            contents.append(None)
-    return hashlib.sha256(json.dumps(contents, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest([read_yaml(file) for file in files])
+
+
+def _digest(value: Any) -> str:
+    # Both hashes are stored on runs and compared on resumption: the encoding must never change.
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_tags(cell: Cell, items: Sequence[str]) -> dict[str, str]:
