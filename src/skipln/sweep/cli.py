@@ -152,7 +152,7 @@ def _dry_run(sweep: Sweep, store_has_runs: bool, max_runs: int | None) -> str:
         if values is None:
             assert grid.search is not None
             lines.append(f"would search {cell.key}: {grid.search.trials} trials, {grid.search.mode} {grid.search.metric}, over "
-                         + ", ".join(f"{a.key} ~ {a.distribution}{list(a.args)}" for a in grid.search_axes))  # fmt: skip
+                         + ", ".join(map(str, grid.search_axes)))  # fmt: skip
         else:
             tuned[cell.key] = values
             lines.append(f"searched {cell.key}: " + ", ".join(f"{k}={v}" for k, v in values.items()))

@@ -13,9 +13,10 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from skipln.run_vocabulary import CELL_TAG, PRUNED, SEARCH, SEARCHED, STAGE_TAG, STATE_TAG, TRIAL, TRIAL_TAG, VALUE_TAG_PREFIX
+from skipln.run_vocabulary import CELL_TAG, PRUNED, SEARCH, SEARCHED, STAGE_TAG, STATE_TAG, TRIAL_TAG, VALUE_TAG_PREFIX
 from skipln.sweep.grid import Cell, Grid, SweepError
 from skipln.sweep.records import run_tags, sweep_runs, value_tags
+from skipln.sweep.store import search_all
 from skipln.sweep.trials import OBJECTIVE, search_trial
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
         sweep.out(f"search of {cell.key}: resuming the interrupted search in {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        sweep.out(f"search of {cell.key}: {search.trials} trials over " + ", ".join(f"{a.axis} ~ {a.distribution}{list(a.args)}" for a in grid.search_axes))
+        sweep.out(f"search of {cell.key}: {search.trials} trials over " + ", ".join(map(str, grid.search_axes)))
         tuner = tune.Tuner(
             trainable,
             param_space={axis.axis: axis.domain() for axis in grid.search_axes},
@@ -112,9 +113,8 @@ def _search_algorithm(grid: Grid) -> Any:
 
 def _close_trials(sweep: Sweep, parent_id: str, failed: set[Any]) -> None:
     """Trials that ASHA stopped were killed mid-fit, their runs left RUNNING: record them as pruned."""
-    for run in sweep_runs(sweep.client, sweep.launcher.experiment_id, sweep.grid.name, TRIAL):
-        if run.data.tags.get("mlflow.parentRunId") != parent_id or run.info.status != "RUNNING":
-            continue
+    running = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
+    for run in search_all(sweep.client, sweep.launcher.experiment_id, running):
         if run.data.tags.get(TRIAL_TAG) in failed:
             sweep.client.set_terminated(run.info.run_id, "FAILED")
         else:
