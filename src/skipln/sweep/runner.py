@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -129,16 +130,15 @@ class Sweep:
 def summary(sweep: Sweep, planned: list[ResultRun], errors: dict[str, str]) -> str:
     """A table of every run of the sweep: its state in the store now, and any error of this invocation."""
     rows = [("cell", "seed", "run", "state", "note")]
-    counts: dict[str, int] = {}
     for item in planned:
         run = sweep.client.get_run(item.run_id) if item.run_id else None
         state = (run.data.tags.get(STATE_TAG) or run.info.status.lower()) if run else "not run"
-        counts[state] = counts.get(state, 0) + 1
         rows.append((item.cell.key, str(item.seed), (item.run_id or "-")[:8], state, errors.get(item.run_id, "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(map(len, column)) for column in zip(*rows)]
     lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    head = f"sweep {sweep.grid.name}: {counts.get('tested', 0)} of {len(planned)} runs tested"
+    counts = Counter(row[3] for row in rows[1:])
+    head = f"sweep {sweep.grid.name}: {counts['tested']} of {len(planned)} runs tested"
     others = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if state != "tested")
     return "\n".join([head + (f" ({others})" if others else ""), *lines])
 
