@@ -9,17 +9,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from skipln.sweep.grid import SWEEP_NAME, Grid, SweepError, load_grid, overrides
+from skipln.sweep.grid import SWEEP_NAME, SweepError, load_grid, overrides
 from skipln.sweep.launch import Launcher
 from skipln.sweep.records import Action
-from skipln.sweep.runner import Planned, Resources, Sweep, ray_session, summary
+from skipln.sweep.runner import Sweep, ray_session, summary
 from skipln.sweep.store import config_value, defaults_file, read_store, store_exists
+from skipln.sweep.trials import ResultRun
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,8 +93,7 @@ def _run(args: argparse.Namespace, extra: tuple[str, ...]) -> int:
     root = Path.cwd()
     main_path = _check(args, root)
     grid = load_grid(args.grid, root=root)
-    if args.name:
-        grid = Grid(args.name, grid.path, grid.base, grid.axes, grid.seeds, grid.description, grid.search_axes, grid.search)
+    grid = dataclasses.replace(grid, name=args.name) if args.name else grid
     defaults = defaults_file(main_path)
     store = read_store([str(defaults), *grid.base, *extra], root, args.tracking_uri, args.experiment)
     root_dir = Path(str(config_value([str(defaults), *grid.base, *extra], "trainer.default_root_dir", root) or "."))
@@ -109,7 +110,7 @@ def _run(args: argparse.Namespace, extra: tuple[str, ...]) -> int:
     launcher = Launcher(sys.executable, main_path, root, store, experiment_id, defaults, threads)
     sweep = Sweep(
         grid, launcher, client, extra,
-        resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_retries),
+        resources={"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}, max_retries=args.max_retries,
         storage=args.storage or root / root_dir / "ray",
         accept_changed=args.accept_changed, retry_diverged=args.retry_diverged, verbose=0 if args.quiet else 1,
     )  # fmt: skip
@@ -132,7 +133,7 @@ def _run(args: argparse.Namespace, extra: tuple[str, ...]) -> int:
         planned = [item for item in sweep.plan(tuned) if item.cell.key not in unsearched]
         todo = [item for item in planned if item.action is not Action.SKIP][: args.max_runs]
         for item in todo:
-            if item.run_id is None:
+            if not item.run_id:
                 sweep.create_run(item, tuned.get(item.cell.key))
         errors = sweep.run_results(todo) if todo else {}
     print("\n" + summary(sweep, planned, errors))
@@ -151,11 +152,11 @@ def _dry_run(sweep: Sweep, store_has_runs: bool, max_runs: int | None) -> str:
         if values is None:
             assert grid.search is not None
             lines.append(f"would search {cell.key}: {grid.search.trials} trials, {grid.search.mode} {grid.search.metric}, over "
-                         + ", ".join(f"{a.key} ~ {a.distribution}{list(a.args)}" for a in grid.search_axes))  # fmt: skip
+                         + ", ".join(map(str, grid.search_axes)))  # fmt: skip
         else:
             tuned[cell.key] = values
             lines.append(f"searched {cell.key}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-    planned = sweep.plan(tuned) if store_has_runs else [Planned(c, s, sweep.cell_items(c), None, Action.NEW) for c, s in grid.runs()]
+    planned = sweep.plan(tuned) if store_has_runs else [ResultRun(c, s, sweep.cell_items(c)) for c, s in grid.runs()]
     todo = [item for item in planned if item.action is not Action.SKIP][:max_runs]
     lines.append(f"would run {len(todo)} of {len(planned)} runs:")
     for item in todo:

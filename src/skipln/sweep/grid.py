@@ -83,6 +83,9 @@ class SearchAxis:
     distribution: str
     args: tuple[Any, ...]
 
+    def __str__(self) -> str:
+        return f"{self.key} ~ {self.distribution}{list(self.args)}"
+
     def domain(self) -> Any:
         """The Ray Tune search domain (``tune.loguniform(1e-4, 1e-1)``, ``tune.choice([...])``)."""
         from ray import tune
@@ -145,11 +148,9 @@ class Grid:
     """A parsed, validated grid file."""
 
     name: str
-    path: Path
     base: tuple[str, ...]
     axes: tuple[tuple[str, tuple[Choice, ...]], ...]
     seeds: tuple[int, ...]
-    description: str = ""
     search_axes: tuple[SearchAxis, ...] = ()
     search: Search | None = None
 
@@ -191,9 +192,7 @@ def load_grid(path: str | os.PathLike[str], *, root: Path | None = None) -> Grid
     base = check_items(data.get("base") or [], f"grid file {path}: 'base'", root)
     axes, search_axes = _axes(data.get("axes") or {}, path, root)
     seeds = _seeds(data.get("seeds", [0]), path)
-    search = _search(data.get("search"), path, bool(search_axes))
-    description = str(data.get("description") or "")
-    return Grid(name, path, base, axes, seeds, description, search_axes, search)
+    return Grid(name, base, axes, seeds, search_axes, _search(data.get("search"), path, bool(search_axes)))
 
 
 def _known_keys(data: dict[Any, Any], known: dict[str, str], where: str) -> None:
@@ -296,14 +295,11 @@ def _search(value: Any, path: Path, needed: bool) -> Search | None:
         raise SweepError(f"{where}: 'metric' must name a logged metric (e.g. val/acc), got {value['metric']!r}")
     if value["mode"] not in ("max", "min"):
         raise SweepError(f"{where}: 'mode' must be max or min, got {value['mode']!r}")
-    numbers = {key: value.get(key, default) for key, default in (("trials", 1), ("grace_period", 1), ("reduction_factor", 3))}
-    for key, number in numbers.items():
-        if not is_int(number) or number < (2 if key == "reduction_factor" else 1):
-            raise SweepError(f"{where}: '{key}' must be an integer >= {2 if key == 'reduction_factor' else 1}, got {number!r}")
-    seed = value.get("seed")
-    if seed is not None and (not is_int(seed) or seed < 0):
-        raise SweepError(f"{where}: 'seed' must be an integer >= 0, got {seed!r}")
-    return Search(numbers["trials"], value["metric"], value["mode"], numbers["grace_period"], numbers["reduction_factor"], seed)
+    for key, least in (("trials", 1), ("grace_period", 1), ("reduction_factor", 2), ("seed", 0)):
+        number = value.get(key, least)
+        if not (is_int(number) and number >= least or key == "seed" and number is None):
+            raise SweepError(f"{where}: '{key}' must be an integer >= {least}, got {number!r}")
+    return Search(**value)  # its keys are known: Search's fields
 
 
 def _label(items: Any) -> str:
@@ -318,11 +314,7 @@ def _seeds(value: Any, path: Path) -> tuple[int, ...]:
         if value < 1:
             raise SweepError(f"grid file {path}: 'seeds' as a count must be >= 1, got {value}")
         return tuple(range(value))
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(is_int(s) and s >= 0 for s in value)
-    ):
+    if not isinstance(value, list) or not value or not all(is_int(s) and s >= 0 for s in value):
         raise SweepError(f"grid file {path}: 'seeds' must be a non-empty list of integers >= 0 or a count, got {value!r}")
     if len(set(value)) != len(value):
         raise SweepError(f"grid file {path}: 'seeds' repeats a seed: {value}")

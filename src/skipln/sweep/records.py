@@ -10,20 +10,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from skipln.run_vocabulary import DIVERGED, FAILURE_TAG, FITTED, RESULT, STAGE_TAG, STATE_TAG, SWEEP_TAG, TESTED
-from skipln.sweep.store import search_all
+from skipln.run_vocabulary import (
+    ARGS_TAG,
+    AXIS_TAG_PREFIX,
+    CELL_INDEX_TAG,
+    CELL_TAG,
+    DIVERGED,
+    FAILURE_TAG,
+    FITTED,
+    MAX_TAG,
+    RESULT,
+    STAGE_TAG,
+    STATE_TAG,
+    SWEEP_TAG,
+    TESTED,
+    VALUE_TAG_PREFIX,
+)
+from skipln.sweep.grid import Cell, SearchAxis
+from skipln.sweep.store import read_yaml, search_all
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
-
 
 
 def sweep_runs(client: MlflowClient, experiment_id: str, sweep: str, stage: str = RESULT) -> list[Run]:
@@ -69,7 +83,7 @@ def decide(run: Run | None, *, has_last_checkpoint: bool, retry_diverged: bool =
 
 def fingerprint(items: Sequence[str]) -> str:
     """A short hash of a run's arguments (without the sweep's own: seed, run id, checkpoint)."""
-    return hashlib.sha256(json.dumps(list(items)).encode()).hexdigest()[:16]
+    return _digest(list(items))
 
 
 def config_hash(items: Sequence[str], root: Path, defaults: Path | None) -> str:
@@ -77,13 +91,25 @@ def config_hash(items: Sequence[str], root: Path, defaults: Path | None) -> str:
     files = ([defaults] if defaults is not None and defaults.is_file() else []) + [
         root / item for item in items if not item.startswith("--")
     ]
-    contents = []
-    for file in files:
-        try:
-            contents.append(yaml.safe_load(file.read_text()))
-        except (OSError, yaml.YAMLError):
-            contents.append(None)
-    return hashlib.sha256(json.dumps(contents, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest([read_yaml(file) for file in files])
+
+
+def _digest(value: Any) -> str:
+    # Both hashes are stored on runs and compared on resumption: the encoding must never change.
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_tags(cell: Cell, items: Sequence[str]) -> dict[str, str]:
+    """The tags every run of a cell starts with: its sweep, cell, labels and arguments."""
+    labels = {f"{AXIS_TAG_PREFIX}{axis}": label for axis, label in cell.labels.items()}
+    return {SWEEP_TAG: cell.sweep, CELL_TAG: cell.key, CELL_INDEX_TAG: str(cell.index), **labels, ARGS_TAG: shlex.join(items)[:MAX_TAG]}
+
+
+def value_tags(axes: Iterable[SearchAxis], values: Mapping[str, Any]) -> dict[str, str]:
+    """Searched values as tags: ``sweep.<axis>`` rounded for reading, ``sweep_value.<axis>`` exact (JSON keeps
+    ``0.001`` and ``3`` apart from ``"3"``)."""
+    tags = {f"{AXIS_TAG_PREFIX}{axis.axis}": axis.label(values[axis.axis]) for axis in axes}
+    return tags | {f"{VALUE_TAG_PREFIX}{axis.axis}": json.dumps(values[axis.axis]) for axis in axes}
 
 
 def checkpoint_to_test(checkpoints: Path, root: Path) -> Path | None:
@@ -107,12 +133,3 @@ def checkpoint_to_test(checkpoints: Path, root: Path) -> Path | None:
                 return path
     return last
 
-
-
-def encode(value: object) -> str:
-    """A searched value as a tag (JSON keeps ``0.001`` and ``3`` apart from ``"3"``)."""
-    return json.dumps(value)
-
-
-def decode(text: str) -> object:
-    return json.loads(text)

@@ -10,57 +10,21 @@
 from __future__ import annotations
 
 import shlex
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skipln.run_vocabulary import (
-    ARGS_TAG,
-    AXIS_TAG_PREFIX,
-    CELL_INDEX_TAG,
-    CELL_TAG,
-    CONFIG_HASH_TAG,
-    FINGERPRINT_TAG,
-    MAX_TAG,
-    SEED_TAG,
-    STATE_TAG,
-    SWEEP_TAG,
-    VALUE_TAG_PREFIX,
-)
+from skipln.run_vocabulary import ARGS_TAG, CELL_TAG, CONFIG_HASH_TAG, FINGERPRINT_TAG, SEED_TAG, STATE_TAG
 from skipln.sweep.grid import Cell, Grid, SweepError
 from skipln.sweep.launch import Launcher
-from skipln.sweep.records import Action, config_hash, decide, encode, fingerprint, sweep_runs
+from skipln.sweep.records import config_hash, decide, fingerprint, run_tags, sweep_runs, value_tags
 from skipln.sweep.trials import ResultRun, result_trial
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities import Run
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What each trial asks Ray for, and how often a dead trial is tried again."""
-
-    cpus: float = 1.0
-    gpus: float = 0.0
-    max_retries: int = 2
-
-    def ray(self) -> dict[str, float]:
-        return {"cpu": self.cpus, "gpu": self.gpus}
-
-
-@dataclass
-class Planned:
-    """One (cell, seed): its run if it has one, and what this invocation does with it."""
-
-    cell: Cell
-    seed: int
-    items: tuple[str, ...]
-    run: Run | None
-    action: Action
-    run_id: str | None = None
 
 
 @dataclass
@@ -69,7 +33,9 @@ class Sweep:
     launcher: Launcher
     client: MlflowClient
     extra: tuple[str, ...] = ()
-    resources: Resources = field(default_factory=Resources)
+    #: What each trial asks Ray for, and how often a trial whose process died is tried again.
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    max_retries: int = 2
     storage: Path = Path("mlruns/ray")
     accept_changed: bool = False
     retry_diverged: bool = False
@@ -83,22 +49,24 @@ class Sweep:
 
     # -- planning --
 
-    def plan(self, tuned: dict[str, dict[str, Any]]) -> list[Planned]:
+    def plan(self, tuned: dict[str, dict[str, Any]]) -> list[ResultRun]:
         """Every (cell, seed) with its run and what to do; refuses runs made with other arguments."""
         existing = {(r.data.tags.get(CELL_TAG, ""), r.data.tags.get(SEED_TAG, "")): r
                     for r in sweep_runs(self.client, self.launcher.experiment_id, self.grid.name)}  # fmt: skip
-        planned, changed = [], []
+        planned, changed, edited = [], [], []
         for cell, seed in self.grid.runs():
             items = self.cell_items(cell, tuned.get(cell.key))
             run = existing.get((cell.key, str(seed)))
             if run is None:
-                planned.append(Planned(cell, seed, items, None, Action.NEW))
+                planned.append(ResultRun(cell, seed, items))
                 continue
             if run.data.tags.get(FINGERPRINT_TAG) != fingerprint(items):
                 changed.append((cell, seed, run, items))
             last = self.launcher.checkpoint_dir(items, run.info.run_id) / "last.ckpt"
             action = decide(run, has_last_checkpoint=last.is_file(), retry_diverged=self.retry_diverged)
-            planned.append(Planned(cell, seed, items, run, action, run.info.run_id))
+            planned.append(ResultRun(cell, seed, items, run.info.run_id, action))
+            if run.data.tags.get(CONFIG_HASH_TAG) != self._config_hash(items):
+                edited.append(planned[-1])
         if changed and not self.accept_changed:
             cell, seed, run, items = changed[0]
             raise SweepError(
@@ -109,7 +77,6 @@ class Sweep:
                 "Their results would not be comparable. Run the new grid under another name (--name <new name>), "
                 "or pass --accept-changed to keep those runs as they are."
             )
-        edited = [p for p in planned if p.run is not None and p.run.data.tags.get(CONFIG_HASH_TAG) != self._config_hash(p.items)]
         if edited:
             self.out(f"warning: the config files of {len(edited)} run(s) changed since they were made "
                      f"(e.g. run {edited[0].run_id}, {edited[0].cell.key}, seed {edited[0].seed}); the runs are kept as they are.")  # fmt: skip
@@ -118,36 +85,24 @@ class Sweep:
     def _config_hash(self, items: tuple[str, ...]) -> str:
         return config_hash(items, self.launcher.root, self.launcher.defaults)
 
-    def create_run(self, item: Planned, values: dict[str, Any] | None) -> None:
+    def create_run(self, item: ResultRun, values: dict[str, Any] | None) -> None:
         """Make the MLflow run of a (cell, seed) with the sweep's tags; its fit and test log into it."""
-        cell = item.cell
-        tags = {
-            SWEEP_TAG: self.grid.name,
-            CELL_TAG: cell.key,
-            CELL_INDEX_TAG: str(cell.index),
-            SEED_TAG: str(item.seed),
-            **{f"{AXIS_TAG_PREFIX}{axis}": label for axis, label in cell.labels.items()},
-            FINGERPRINT_TAG: fingerprint(item.items),
-            ARGS_TAG: shlex.join(item.items)[:MAX_TAG],
-            CONFIG_HASH_TAG: self._config_hash(item.items),
-        }
-        for axis in self.grid.search_axes if values else ():
-            tags[f"{AXIS_TAG_PREFIX}{axis.axis}"] = axis.label(values[axis.axis])  # type: ignore[index]
-            tags[f"{VALUE_TAG_PREFIX}{axis.axis}"] = encode(values[axis.axis])  # type: ignore[index]
-        run = self.client.create_run(self.launcher.experiment_id, run_name=f"{cell.name}-s{item.seed}", tags=tags)
+        searched = value_tags(self.grid.search_axes, values) if values else {}
+        tags = run_tags(item.cell, item.items) | searched | {
+            SEED_TAG: str(item.seed), FINGERPRINT_TAG: fingerprint(item.items), CONFIG_HASH_TAG: self._config_hash(item.items)}
+        run = self.client.create_run(self.launcher.experiment_id, run_name=f"{item.cell.name}-s{item.seed}", tags=tags)
         item.run_id = run.info.run_id
 
     # -- running --
 
-    def run_results(self, todo: list[Planned]) -> dict[str, str]:
+    def run_results(self, todo: list[ResultRun]) -> dict[str, str]:
         """Fit and test the planned runs as Ray Tune trials; returns an error message per run id that failed."""
         from ray import tune
 
-        specs = [ResultRun(p.cell, p.seed, p.items, p.run_id or "") for p in todo]
-        trainable = tune.with_parameters(result_trial, launcher=self.launcher, runs=specs, retry_diverged=self.retry_diverged)
+        trainable = tune.with_parameters(result_trial, launcher=self.launcher, runs=todo, retry_diverged=self.retry_diverged)
         tuner = tune.Tuner(
-            tune.with_resources(trainable, self.resources.ray()),
-            param_space={"run": tune.grid_search(list(range(len(specs))))},
+            tune.with_resources(trainable, self.resources),
+            param_space={"run": tune.grid_search(list(range(len(todo))))},
             # One worker process serves trial after trial: each new one would import Ray, MLflow and skipln again.
             tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=self.run_config(f"{self.grid.name}-results"),
@@ -155,9 +110,10 @@ class Sweep:
         errors = {}
         for result in tuner.fit():
             if result.error is not None:
-                run_id = specs[result.config["run"]].run_id
+                run_id = todo[result.config["run"]].run_id
                 errors[run_id] = str(result.error).strip().splitlines()[-1][:300]
-                self._end_if_running(run_id, "FAILED")
+                if self.client.get_run(run_id).info.status == "RUNNING":  # its process was killed before it could say
+                    self.client.set_terminated(run_id, "FAILED")
         return errors
 
     def run_config(self, name: str, storage: Path | None = None) -> Any:
@@ -166,29 +122,23 @@ class Sweep:
         return tune.RunConfig(
             name=name,
             storage_path=str((storage or self.storage).absolute()),
-            failure_config=tune.FailureConfig(max_failures=self.resources.max_retries),
+            failure_config=tune.FailureConfig(max_failures=self.max_retries),
             verbose=self.verbose,
         )
 
-    def _end_if_running(self, run_id: str, status: str) -> None:
-        """A trial whose process was killed leaves its run RUNNING: record how it ended."""
-        if self.client.get_run(run_id).info.status == "RUNNING":
-            self.client.set_terminated(run_id, status)
 
-
-def summary(sweep: Sweep, planned: list[Planned], errors: dict[str, str]) -> str:
+def summary(sweep: Sweep, planned: list[ResultRun], errors: dict[str, str]) -> str:
     """A table of every run of the sweep: its state in the store now, and any error of this invocation."""
     rows = [("cell", "seed", "run", "state", "note")]
-    counts: dict[str, int] = {}
     for item in planned:
         run = sweep.client.get_run(item.run_id) if item.run_id else None
         state = (run.data.tags.get(STATE_TAG) or run.info.status.lower()) if run else "not run"
-        counts[state] = counts.get(state, 0) + 1
-        rows.append((item.cell.key, str(item.seed), (item.run_id or "-")[:8], state, errors.get(item.run_id or "", "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        rows.append((item.cell.key, str(item.seed), (item.run_id or "-")[:8], state, errors.get(item.run_id, "")))
+    widths = [max(map(len, column)) for column in zip(*rows)]
     lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    head = f"sweep {sweep.grid.name}: {counts.get('tested', 0)} of {len(planned)} runs tested"
+    counts = Counter(row[3] for row in rows[1:])
+    head = f"sweep {sweep.grid.name}: {counts['tested']} of {len(planned)} runs tested"
     others = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if state != "tested")
     return "\n".join([head + (f" ({others})" if others else ""), *lines])
 

@@ -9,28 +9,14 @@ trials as nested runs and, once done, the best values (tags ``sweep.<axis>`` and
 
 from __future__ import annotations
 
+import json
 import re
-import shlex
 from typing import TYPE_CHECKING, Any
 
-from skipln.run_vocabulary import (
-    ARGS_TAG,
-    AXIS_TAG_PREFIX,
-    CELL_INDEX_TAG,
-    CELL_TAG,
-    MAX_TAG,
-    PRUNED,
-    SEARCH,
-    SEARCHED,
-    STAGE_TAG,
-    STATE_TAG,
-    SWEEP_TAG,
-    TRIAL,
-    TRIAL_TAG,
-    VALUE_TAG_PREFIX,
-)
+from skipln.run_vocabulary import CELL_TAG, PRUNED, SEARCH, SEARCHED, STAGE_TAG, STATE_TAG, TRIAL_TAG, VALUE_TAG_PREFIX
 from skipln.sweep.grid import Cell, Grid, SweepError
-from skipln.sweep.records import decode, encode, sweep_runs
+from skipln.sweep.records import run_tags, sweep_runs, value_tags
+from skipln.sweep.store import search_all
 from skipln.sweep.trials import OBJECTIVE, search_trial
 
 if TYPE_CHECKING:
@@ -49,8 +35,7 @@ def searched_values(run: Run | None) -> dict[str, Any] | None:
     """The best values a finished search recorded, or None if the search is not done."""
     if run is None or run.data.tags.get(STATE_TAG) != SEARCHED:
         return None
-    prefix = VALUE_TAG_PREFIX
-    return {key.removeprefix(prefix): decode(value) for key, value in run.data.tags.items() if key.startswith(prefix)}
+    return {key.removeprefix(VALUE_TAG_PREFIX): json.loads(value) for key, value in run.data.tags.items() if key.startswith(VALUE_TAG_PREFIX)}
 
 
 def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
@@ -66,26 +51,20 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
         return done
     items = sweep.cell_items(cell)
     if parent is None:
-        parent = sweep.client.create_run(
-            sweep.launcher.experiment_id,
-            run_name=f"{cell.name}-search",
-            tags={SWEEP_TAG: grid.name, CELL_TAG: cell.key, CELL_INDEX_TAG: str(cell.index), STAGE_TAG: SEARCH,
-                  ARGS_TAG: shlex.join(items)[:MAX_TAG],
-                  **{f"{AXIS_TAG_PREFIX}{axis}": label for axis, label in cell.labels.items()}},
-        )  # fmt: skip
+        parent = sweep.client.create_run(sweep.launcher.experiment_id, run_name=f"{cell.name}-search", tags=run_tags(cell, items) | {STAGE_TAG: SEARCH})
     parent_id = parent.info.run_id
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", cell.key)
     path = sweep.storage.absolute() / f"{grid.name}-search" / name
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, launcher=sweep.launcher, cell=cell, items=items, axes=grid.search_axes,
                              search=search, seed=grid.search_seed, parent_run_id=parent_id),
-        sweep.resources.ray(),
+        sweep.resources,
     )  # fmt: skip
     if tune.Tuner.can_restore(str(path)):
         sweep.out(f"search of {cell.key}: resuming the interrupted search in {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        sweep.out(f"search of {cell.key}: {search.trials} trials over " + ", ".join(f"{a.axis} ~ {a.distribution}{list(a.args)}" for a in grid.search_axes))
+        sweep.out(f"search of {cell.key}: {search.trials} trials over " + ", ".join(map(str, grid.search_axes)))
         tuner = tune.Tuner(
             trainable,
             param_space={axis.axis: axis.domain() for axis in grid.search_axes},
@@ -111,9 +90,8 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
         sweep.client.set_terminated(parent_id, "FAILED")
         raise SweepError(f"the search of {cell.key} found no value: no trial reported {search.metric} (see the trial runs under run {parent_id})")
     values = {axis.axis: best.config[axis.axis] for axis in grid.search_axes}
-    for axis in grid.search_axes:
-        sweep.client.set_tag(parent_id, f"{AXIS_TAG_PREFIX}{axis.axis}", axis.label(values[axis.axis]))
-        sweep.client.set_tag(parent_id, f"{VALUE_TAG_PREFIX}{axis.axis}", encode(values[axis.axis]))
+    for key, text in value_tags(grid.search_axes, values).items():
+        sweep.client.set_tag(parent_id, key, text)
     objective = best.metrics_dataframe[OBJECTIVE]
     sweep.client.log_metric(parent_id, f"best/{search.metric}", float(objective.max() if search.mode == "max" else objective.min()))
     sweep.client.set_tag(parent_id, STATE_TAG, SEARCHED)
@@ -135,9 +113,8 @@ def _search_algorithm(grid: Grid) -> Any:
 
 def _close_trials(sweep: Sweep, parent_id: str, failed: set[Any]) -> None:
     """Trials that ASHA stopped were killed mid-fit, their runs left RUNNING: record them as pruned."""
-    for run in sweep_runs(sweep.client, sweep.launcher.experiment_id, sweep.grid.name, TRIAL):
-        if run.data.tags.get("mlflow.parentRunId") != parent_id or run.info.status != "RUNNING":
-            continue
+    running = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
+    for run in search_all(sweep.client, sweep.launcher.experiment_id, running):
         if run.data.tags.get(TRIAL_TAG) in failed:
             sweep.client.set_terminated(run.info.run_id, "FAILED")
         else:

@@ -44,10 +44,7 @@ def config_value(items: Iterable[str], key: str, root: Path) -> Any:
             if name == key:
                 found = yaml.safe_load(value)
             continue
-        try:
-            node: Any = yaml.safe_load((root / item).read_text())
-        except (OSError, yaml.YAMLError):
-            continue
+        node = read_yaml(root / item)  # an unreadable file sets nothing here: the run itself reports it
         for part in key.split("."):
             node = _mlflow_logger(node) if part == "logger" and isinstance(node, dict) else node
             if isinstance(node, dict) and part in node:
@@ -57,6 +54,14 @@ def config_value(items: Iterable[str], key: str, root: Path) -> Any:
         else:
             found = node
     return found
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's contents; None if it cannot be read or parsed."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
 
 
 def _mlflow_logger(trainer: dict[str, Any]) -> dict[str, Any]:

@@ -11,37 +11,30 @@ after its process died resumes from ``last.ckpt`` instead of starting over.
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skipln.errors import SkipLNError
 from skipln.run_vocabulary import (
-    ARGS_TAG,
     ATTEMPTS_TAG,
-    AXIS_TAG_PREFIX,
-    CELL_INDEX_TAG,
-    CELL_TAG,
     DIVERGED,
     FAILURE_REASON_TAG,
     FAILURE_TAG,
+    FIT_EXIT_TAG,
     FITTED,
     FITTING,
-    FIT_EXIT_TAG,
-    MAX_TAG,
     SEED_TAG,
     STAGE_TAG,
     STATE_TAG,
     SWEEP_TAG,
-    TESTED,
     TEST_EXIT_TAG,
+    TESTED,
     TRIAL,
     TRIAL_TAG,
-    VALUE_TAG_PREFIX,
 )
 from skipln.sweep.grid import Cell, Search, SearchAxis
 from skipln.sweep.launch import Launcher
-from skipln.sweep.records import Action, checkpoint_to_test, decide, diverged, encode
+from skipln.sweep.records import Action, checkpoint_to_test, decide, diverged, run_tags, value_tags
 from skipln.sweep.store import search_all
 
 if TYPE_CHECKING:
@@ -56,14 +49,15 @@ class TrialFailed(SkipLNError, RuntimeError):
     """A run's fit or test exited with an error (Ray Tune retries the trial)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class ResultRun:
-    """One (cell, seed) of the grid: its run, and the config files and overrides it trains with."""
+    """One (cell, seed) of the grid: the config files and overrides it trains with, its run, and what this invocation does."""
 
     cell: Cell
     seed: int
     items: tuple[str, ...]
-    run_id: str
+    run_id: str = ""  # until the run is made
+    action: Action = Action.NEW
 
 
 def _client(launcher: Launcher) -> MlflowClient:
@@ -87,15 +81,9 @@ def execute(launcher: Launcher, client: MlflowClient, spec: ResultRun, retry_div
     if action is Action.SKIP:
         return run.data.tags.get(STATE_TAG, "")
     attempt = _next_attempt(client, run)
-    if action.fits:
-        code = _fit(launcher, client, run, spec.items, spec.seed, action, attempt)
-        if code != 0:
-            if diverged(client.get_run(spec.run_id)):
-                # The experiment's answer for this seed; testing weights from before the blow-up would mislead.
-                client.set_tag(spec.run_id, STATE_TAG, DIVERGED)
-                return DIVERGED
-            raise TrialFailed(f"fit of run {spec.run_id} ({spec.cell.key}, seed {spec.seed}) exited with status {code}: see the run's artifact sweep/")
-        client.set_tag(spec.run_id, STATE_TAG, FITTED)
+    # A diverged fit is the experiment's answer for this seed; testing weights from before the blow-up would mislead.
+    if action.fits and _fit(launcher, client, run, spec.cell, spec.items, spec.seed, action, attempt) == DIVERGED:
+        return DIVERGED
     ckpt = checkpoint_to_test(checkpoints, launcher.root)
     if ckpt is None:
         raise TrialFailed(f"run {spec.run_id} cannot be tested: no checkpoint in {checkpoints}")
@@ -113,8 +101,9 @@ def _next_attempt(client: MlflowClient, run: Run) -> int:
     return attempt
 
 
-def _fit(launcher: Launcher, client: MlflowClient, run: Run, items: tuple[str, ...], seed: int, action: Action,
-         attempt: int, watch: Any = None) -> int:  # fmt: skip
+def _fit(launcher: Launcher, client: MlflowClient, run: Run, cell: Cell, items: tuple[str, ...], seed: int, action: Action,
+         attempt: int, watch: Any = None) -> str:  # fmt: skip
+    """Fit the run; returns its state, ``fitted`` or ``diverged``, or raises TrialFailed (for Ray to retry)."""
     run_id = run.info.run_id
     for tag in (FAILURE_TAG, FAILURE_REASON_TAG):  # why the last attempt failed stays in its log (sweep/fit*.log)
         if tag in run.data.tags:
@@ -123,7 +112,11 @@ def _fit(launcher: Launcher, client: MlflowClient, run: Run, items: tuple[str, .
     resume = launcher.checkpoint_dir(items, run_id) / "last.ckpt" if action is Action.RESUME else None
     code = launcher.run_stage(client, run_id, "fit", launcher.command("fit", items, seed, run_id, resume), attempt, watch)
     client.set_tag(run_id, FIT_EXIT_TAG, str(code))
-    return code
+    if code != 0 and not diverged(client.get_run(run_id)):
+        raise TrialFailed(f"fit of run {run_id} ({cell.key}, seed {seed}) exited with status {code}: see the run's artifact sweep/")
+    state = FITTED if code == 0 else DIVERGED
+    client.set_tag(run_id, STATE_TAG, state)
+    return state
 
 
 def search_trial(config: dict[str, Any], *, launcher: Launcher, cell: Cell, items: tuple[str, ...], axes: tuple[SearchAxis, ...],
@@ -138,13 +131,8 @@ def search_trial(config: dict[str, Any], *, launcher: Launcher, cell: Cell, item
     run = found[-1] if found else client.create_run(
         launcher.experiment_id,
         run_name=f"{cell.name}-" + "-".join(f"{a.axis}{a.label(config[a.axis])}" for a in axes),
-        tags={
-            SWEEP_TAG: cell.sweep, CELL_TAG: cell.key, CELL_INDEX_TAG: str(cell.index), SEED_TAG: str(seed),
-            STAGE_TAG: TRIAL, TRIAL_TAG: trial_id, "mlflow.parentRunId": parent_run_id,
-            ARGS_TAG: shlex.join(run_items)[:MAX_TAG],
-            **{f"{AXIS_TAG_PREFIX}{a.axis}": a.label(config[a.axis]) for a in axes},
-            **{f"{VALUE_TAG_PREFIX}{a.axis}": encode(config[a.axis]) for a in axes},
-        },
+        tags=run_tags(cell, run_items) | value_tags(axes, config)
+        | {SEED_TAG: str(seed), STAGE_TAG: TRIAL, TRIAL_TAG: trial_id, "mlflow.parentRunId": parent_run_id},
     )  # fmt: skip
     run_id = run.info.run_id
     worst = -math.inf if search.mode == "max" else math.inf
@@ -156,12 +144,5 @@ def search_trial(config: dict[str, Any], *, launcher: Launcher, cell: Cell, item
     if not action.fits:  # a restored search: this trial had finished; tell Ray Tune what it reached
         for entry in sorted(client.get_metric_history(run_id, search.metric), key=lambda m: m.step):
             report(entry.step, entry.value)
-        return
-    code = _fit(launcher, client, run, run_items, seed, action, _next_attempt(client, run), (search.metric, report))
-    if code != 0:
-        if diverged(client.get_run(run_id)):
-            client.set_tag(run_id, STATE_TAG, DIVERGED)
-            report(-1, worst)  # so Optuna learns that this region blows up
-            return
-        raise TrialFailed(f"search trial {trial_id} (run {run_id}, {cell.key}) exited with status {code}: see the run's artifact sweep/")
-    client.set_tag(run_id, STATE_TAG, FITTED)
+    elif _fit(launcher, client, run, cell, run_items, seed, action, _next_attempt(client, run), (search.metric, report)) == DIVERGED:
+        report(-1, worst)  # so Optuna learns that this region blows up
