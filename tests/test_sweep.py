@@ -390,3 +390,17 @@ def test_editing_a_config_file_after_its_runs_is_warned_about(repo: Path) -> Non
     write(repo / "configs" / "skip" / "a.yaml", "trainer:\n  max_epochs: 2\n")
     sweep.plan({})
     assert messages and "the config files of 1 run(s) changed since they were made" in messages[0]
+
+
+def test_moving_part_of_a_config_into_a_file_it_names_is_no_edit(repo: Path) -> None:
+    # jsonargparse reads `net: parts/net.yaml` as that file's contents: the runs' configuration did not change.
+    write(repo / "configs" / "skip" / "a.yaml", "model:\n  init_args:\n    net:\n      class_path: N\n      init_args: {depth: 8}\n")
+    sweep, messages = planner(repo)
+    sweep.create_run(sweep.plan({})[0], None)
+    write(repo / "configs" / "skip" / "parts" / "net.yaml", "class_path: N\ninit_args:\n  depth: 8\n")
+    write(repo / "configs" / "skip" / "a.yaml", "model:\n  init_args:\n    net: parts/net.yaml\n")
+    sweep.plan({})
+    assert messages == []
+    write(repo / "configs" / "skip" / "parts" / "net.yaml", "class_path: N\ninit_args:\n  depth: 9\n")
+    sweep.plan({})
+    assert messages and "the config files of 1 run(s) changed since they were made" in messages[0]

@@ -57,11 +57,27 @@ def config_value(items: Iterable[str], key: str, root: Path) -> Any:
 
 
 def read_yaml(path: Path) -> Any:
-    """A YAML file's contents; None if it cannot be read or parsed."""
+    """A config file's contents, with the files it names as values read in; None if it cannot be read or parsed.
+
+    A value that names a YAML file (``net: nets/resnet56.yaml``) is that file's contents to
+    jsonargparse, read relative to the naming file's folder: so here too, and a composed file
+    reads the same as the one it replaced.
+    """
     try:
-        return yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
+    return _read_named_files(content, path.parent)
+
+
+def _read_named_files(value: Any, folder: Path) -> Any:
+    if isinstance(value, dict):
+        return {key: _read_named_files(item, folder) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_read_named_files(item, folder) for item in value]
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")) and (folder / value).is_file():
+        return read_yaml(folder / value)
+    return value
 
 
 def _mlflow_logger(trainer: dict[str, Any]) -> dict[str, Any]:
