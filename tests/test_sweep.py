@@ -404,3 +404,25 @@ def test_moving_part_of_a_config_into_a_file_it_names_is_no_edit(repo: Path) -> 
     write(repo / "configs" / "skip" / "parts" / "net.yaml", "class_path: N\ninit_args:\n  depth: 9\n")
     sweep.plan({})
     assert messages and "the config files of 1 run(s) changed since they were made" in messages[0]
+
+
+def test_closing_a_search_marks_stopped_trials_pruned_and_a_trial_stopped_after_its_fit_ended_fitted(workdir: Path) -> None:
+    from skipln.sweep.search import _close_trials
+
+    client = mlflow.MlflowClient(new_store(workdir))
+    experiment_id = client.create_experiment(EXPERIMENT)
+    parent = client.create_run(experiment_id).info.run_id
+
+    def trial(state: str, status: str | None) -> str:
+        run_id = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, STATE_TAG: state}).info.run_id
+        if status is not None:
+            client.set_terminated(run_id, status)
+        return run_id
+
+    killed_mid_fit, stopped_at_its_end, completed = trial("fitting", None), trial("fitting", "FINISHED"), trial("fitted", "FINISHED")
+    _close_trials(SimpleNamespace(client=client, launcher=SimpleNamespace(experiment_id=experiment_id)), parent, set())
+
+    runs = {run_id: client.get_run(run_id) for run_id in (killed_mid_fit, stopped_at_its_end, completed)}
+    assert [(r.data.tags[STATE_TAG], r.info.status) for r in runs.values()] == [
+        ("pruned", "FINISHED"), ("fitted", "FINISHED"), ("fitted", "FINISHED")
+    ]

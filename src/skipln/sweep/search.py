@@ -13,7 +13,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from skipln.run_vocabulary import CELL_TAG, PRUNED, SEARCH, SEARCHED, STAGE_TAG, STATE_TAG, TRIAL_TAG, VALUE_TAG_PREFIX
+from skipln.run_vocabulary import CELL_TAG, FITTED, FITTING, PRUNED, SEARCH, SEARCHED, STAGE_TAG, STATE_TAG, TRIAL_TAG, VALUE_TAG_PREFIX
 from skipln.sweep.grid import Cell, Grid, SweepError
 from skipln.sweep.records import run_tags, sweep_runs, value_tags
 from skipln.sweep.store import search_all
@@ -112,11 +112,18 @@ def _search_algorithm(grid: Grid) -> Any:
 
 
 def _close_trials(sweep: Sweep, parent_id: str, failed: set[Any]) -> None:
-    """Trials that ASHA stopped were killed mid-fit, their runs left RUNNING: record them as pruned."""
-    running = f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
-    for run in search_all(sweep.client, sweep.launcher.experiment_id, running):
+    """Trials that ASHA stopped were killed mid-fit, their runs left RUNNING: record them as pruned.
+
+    A trial stopped at its last report, after its fit had ended, has a finished run still marked
+    ``fitting``: its fit is complete, so it is ``fitted``.
+    """
+    trials = f"tags.mlflow.parentRunId = '{parent_id}'"
+    for run in search_all(sweep.client, sweep.launcher.experiment_id, f"{trials} and attributes.status = 'RUNNING'"):
         if run.data.tags.get(TRIAL_TAG) in failed:
             sweep.client.set_terminated(run.info.run_id, "FAILED")
         else:
             sweep.client.set_tag(run.info.run_id, STATE_TAG, PRUNED)
             sweep.client.set_terminated(run.info.run_id, "FINISHED")
+    ended = f"{trials} and attributes.status = 'FINISHED' and tags.{STATE_TAG} = '{FITTING}'"
+    for run in search_all(sweep.client, sweep.launcher.experiment_id, ended):
+        sweep.client.set_tag(run.info.run_id, STATE_TAG, FITTED)
