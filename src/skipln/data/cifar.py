@@ -19,6 +19,7 @@ from skipln.data.images import ImageDataModule
 from skipln.errors import ConfigError
 from skipln.validation import is_int
 
+
 class CIFARDataModule(ImageDataModule):
     """A CIFAR data set with He et al.'s recipe (2016a, section 4.2); subclasses say which set and its statistics.
 

@@ -14,6 +14,7 @@ model, and the per-channel mean and standard deviation used to normalize, unless
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import math
@@ -347,9 +348,9 @@ class ImageDataModule(ImageLoaders, LightningDataModule):
         download and then find the files, instead of writing the same archive together.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(self.data_dir, os.W_OK):  # a read-only copy: nothing can be written, nothing to take turns for
-            return self._construct(split, download=True)
-        with FileLock(str(self.data_dir / f".{self.dataset}.download.lock")):
+        # A read-only copy: nothing can be written there, so there is nothing to take turns for (and no lock file).
+        writable = os.access(self.data_dir, os.W_OK)
+        with FileLock(str(self.data_dir / f".{self.dataset}.download.lock")) if writable else contextlib.nullcontext():
             return self._construct(split, download=True)
 
     def _check_declared_files(self, folder: str, files: tuple[str, ...]) -> None:
