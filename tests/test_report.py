@@ -337,6 +337,20 @@ def test_the_report_lists_every_trial_of_the_search_with_its_best_value_and_whet
     assert "| post_ln | 0.8000 | 0.6000 (pruned) | — (failed) |" in text
 
 
+def test_the_trials_table_holds_the_objective_at_every_step_a_trial_reported(store: Store) -> None:
+    store.run("post_ln", 0, classified(0.9))
+    for lr, accs, state in (("0.01", (0.70, 0.80), "fitted"), ("0.1", (0.60,), "pruned")):
+        trial = store.run("post_ln", 0, {"val/acc": list(accs)})
+        for key, value in (("sweep_stage", "trial"), ("sweep.lr", lr), ("sweep_value.lr", lr), ("sweep_state", state)):
+            store.client.set_tag(trial, key, value)
+    trials = store.report().trials
+    assert trials is not None
+    assert list(trials.columns[-2:]) == ["val/acc@0", "val/acc@1"]
+    fitted, pruned = trials.set_index("values").loc["lr=0.01"], trials.set_index("values").loc["lr=0.1"]
+    assert (fitted["val/acc@0"], fitted["val/acc@1"]) == (0.70, 0.80)
+    assert pruned["val/acc@0"] == 0.60 and math.isnan(pruned["val/acc@1"])
+
+
 def ad_hoc_run(store: Store, skip: str, acc: float, data: str = "digits") -> str:
     """A run made by `main.py fit` + `test`, not by a sweep: the CLI's tags, no sweep tags."""
     tags = {"task": "ClassificationTask", "net": "resnet20", "data": data, "skip": skip}

@@ -219,7 +219,10 @@ def history(client: MlflowClient, run_id: str, key: str) -> pd.Series:
 
 def best_of(client: MlflowClient, run_id: str, objective: Objective) -> float | None:
     """The best finite value ``objective`` reached during the run (None if it logged none)."""
-    values = history(client, run_id, objective.key)
+    return _best(history(client, run_id, objective.key), objective)
+
+
+def _best(values: pd.Series, objective: Objective) -> float | None:
     values = values[values.map(_finite)]
     return (values.max() if objective.mode == "max" else values.min()) if len(values) else None
 
@@ -404,10 +407,11 @@ def problem_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective | None) -> pd.DataFrame:
-    """One row per trial of the sweeps' searches: its cell, the values it tried, how far it got, its best ``objective``.
+    """One row per trial of the sweeps' searches: its cell, the values it tried, how far it got, its best ``objective``,
+    and the objective at every step it was reported (columns ``<key>@<step>``: ASHA's rungs).
 
     What the picked values were picked from: a researcher checks that the best one is not at the
-    edge of what was tried, and how much the choice mattered.
+    edge of what was tried, how much the choice mattered, and where ASHA stopped a trial and why.
     """
     experiments = dict.fromkeys(runs["experiment_id"]) if "experiment_id" in runs else {}
     sweeps = [sweep for sweep in dict.fromkeys(runs["sweep"]) if sweep and sweep != AD_HOC] if len(runs) else []
@@ -419,7 +423,8 @@ def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective
                 tags = run.data.tags
                 values = {key.removeprefix(VALUE_TAG_PREFIX): tags.get(AXIS_TAG_PREFIX + key.removeprefix(VALUE_TAG_PREFIX), "?")
                           for key in tags if key.startswith(VALUE_TAG_PREFIX)}  # fmt: skip
-                best = best_of(client, run.info.run_id, objective) if objective is not None else None
+                reported = history(client, run.info.run_id, objective.key) if objective is not None else pd.Series(dtype=float)
+                best = _best(reported, objective) if objective is not None else None
                 rows.append({
                     "sweep": sweep, "cell": tags.get(CELL_TAG), "cell_index": _int(tags.get(CELL_INDEX_TAG)),
                     "strategy": labels.get((sweep, tags.get(CELL_TAG)), tags.get(CELL_TAG)),
@@ -427,9 +432,14 @@ def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective
                     # A trial whose process failed (not diverged) is left in its last state: say it failed.
                     "state": "failed" if run.info.status == "FAILED" and tags.get(STATE_TAG) != DIVERGED else tags.get(STATE_TAG, run.info.status.lower()),
                     "best_metric": str(objective) if objective else None, "best": best, "run_id": run.info.run_id,
+                    **({f"{objective.key}@{step}": value for step, value in reported.items()} if objective else {}),
                 })  # fmt: skip
     frame = pd.DataFrame(rows)
-    return frame.sort_values(["cell_index", "values"], kind="stable").reset_index(drop=True) if len(frame) else frame
+    if not len(frame):
+        return frame
+    by_step = sorted((c for c in frame.columns if "@" in c), key=lambda c: int(c.rpartition("@")[2]))
+    frame = frame[[c for c in frame.columns if "@" not in c] + by_step]
+    return frame.sort_values(["cell_index", "values"], kind="stable").reset_index(drop=True)
 
 
 def trials_markdown(trials: pd.DataFrame) -> str:
