@@ -98,6 +98,7 @@ def fit_lightning(sizes: Sizes, settings: Settings) -> Workload:
     from lightning.pytorch.loggers import MLFlowLogger
 
     from skipln.callbacks import DivergenceGuard
+    from skipln.gradient_monitor import GradientMonitor
     from skipln.optim import InverseSqrt
     from skipln.resume import ResumeState
     from skipln.tasks.translation import TranslationTask
@@ -131,6 +132,7 @@ def fit_lightning(sizes: Sizes, settings: Settings) -> Workload:
                 ResumeState(every_seconds=300),
                 DivergenceGuard(on_nonfinite="stop"),
                 LearningRateMonitor(logging_interval="step"),
+                GradientMonitor(every_n_steps=50),
             ],
             enable_model_summary=False,
         )
