@@ -261,6 +261,13 @@ def test_the_profile_names_the_command_and_the_operators(tmp_path: Path) -> None
     assert "aten::mm" in (tmp_path / "p.txt").read_text()
 
 
+def test_the_python_profile_lists_calls_by_cumulative_time(tmp_path: Path) -> None:
+    from benchmarks import profile
+
+    text = profile.main(["--size", "tiny", "--workload", "matmul", "--runs", "1", "--warmup", "0", "--python", "--out", str(tmp_path / "p.txt")])
+    assert "Ordered by: cumulative time" in text and "aten::mm" not in text
+
+
 def test_a_run_with_more_threads_or_a_tag_names_its_files_after_them(tmp_path: Path) -> None:
     report = run.main(["--size", "tiny", "--out", str(tmp_path), "--no-memory", "--groups", "flops", "--threads", "2", "--tag", "flops"])
     assert report["name"] == "tiny-2threads-flops" and (tmp_path / "tiny-2threads-flops.md").is_file()
