@@ -322,14 +322,9 @@ class MLflowConfigCallback(SaveConfigCallback):
             existing = client.get_run(run_id).data.params
             # Params are immutable in MLflow: a run continued by `test` or a resumed `fit` adds only new keys.
             fresh = {k: v for k, v in flat.items() if k not in existing}
-            params = [Param(k, v) for k, v in sorted(fresh.items())]
-            for start in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[start : start + 100])
-            with tempfile.TemporaryDirectory() as tmp:
-                name = "config.yaml" if not existing else f"config-{stage}.yaml"
-                path = Path(tmp) / name
-                path.write_text(config)
-                client.log_artifact(run_id, str(path))
+            # MLflow's client splits the params into the batches its store takes (100 each).
+            client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(fresh.items())])
+            client.log_text(run_id, config, "config.yaml" if not existing else f"config-{stage}.yaml")
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in mlflow_loggers(trainer):

@@ -177,8 +177,7 @@ def send_missing(client: Any, run_id: str, journal: Path) -> int:
         if ident not in have and ident not in seen:
             seen.add(ident)
             missing.append(Metric(key=entry["key"], value=entry["value"], timestamp=entry["timestamp"], step=entry["step"]))
-    for start in range(0, len(missing), 1000):  # MLflow takes at most 1000 metrics a batch
-        client.log_batch(run_id, metrics=missing[start : start + 1000], synchronous=True)
+    client.log_batch(run_id, metrics=missing, synchronous=True)  # split into batches of 1000 by MLflow's client
     return len(missing)
 
 
