@@ -54,6 +54,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return checkpoint
 
 
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A full training checkpoint's contents (loop and callback states too), tensors memory-mapped; None if it does not load."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # a truncated or foreign file
+        return None
+    return checkpoint if isinstance(checkpoint, dict) else None
+
+
 def run_checkpoint_dir(run_id: str, root: str | os.PathLike[str] = "mlruns") -> Path:
     """The checkpoint folder of an MLflow run: ``<root>/<experiment id>/<run id>/checkpoints``, where the CLI writes it.
 
@@ -188,6 +197,7 @@ __all__ = [
     "check_weights_fit",
     "checkpoint_config",
     "load_checkpoint",
+    "read_checkpoint",
     "run_checkpoint_dir",
     "with_checkpoint_config",
 ]

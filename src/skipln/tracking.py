@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from skipln import compat
+from skipln.checkpoints import read_checkpoint
 from skipln.errors import ConfigError
 from skipln.run_vocabulary import RUN_NAME_TAG, SERVER_URI_PREFIXES, SQLITE_PREFIX, SWEEP_TAG
 
@@ -284,11 +284,7 @@ def _ensure_experiment(uri: str, name: str, artifact_location: str | None, store
 
 def run_id_of_checkpoint(path: str | os.PathLike[str]) -> str | None:
     """The MLflow run that wrote a checkpoint, if it was written by a skipln run."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except (OSError, RuntimeError):
-        return None
-    value = checkpoint.get(CHECKPOINT_RUN_KEY) if isinstance(checkpoint, dict) else None
+    value = (read_checkpoint(path) or {}).get(CHECKPOINT_RUN_KEY)
     return value if isinstance(value, str) else None
 
 
