@@ -70,5 +70,11 @@ LAST_CHECKPOINT = "last.ckpt"
 SQLITE_PREFIX = "sqlite:///"
 #: The URI prefixes of a tracking server (``http://host:5000``), as MLflow's REST store takes them.
 SERVER_URI_PREFIXES = ("http://", "https://")
+#: The class paths of the MLflow loggers a config may name (``trainer.logger``): a run logs to the store they name.
+MLFLOW_LOGGER_CLASSES = (
+    "lightning.pytorch.loggers.MLFlowLogger",
+    "lightning.pytorch.loggers.mlflow.MLFlowLogger",
+    "skipln.tracking_server.ServerMLFlowLogger",
+)
 #: MLflow's limit on a tag's value is 8000 characters; ours stay well below it.
 MAX_TAG = 5000
