@@ -52,13 +52,21 @@ def mlflow_loggers(trainer: Trainer) -> list[MLFlowLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)]
 
 
-def _name_parts(model: LightningModule, datamodule: Any, with_strategy: bool = True) -> str:
-    """``<net>-<data>[-<strategy>]``, the parts that are known."""
+def run_tags(model: LightningModule, datamodule: Any) -> dict[str, str]:
+    """The searchable tags ``task``, ``net``, ``data`` and ``skip`` (the strategy's tag), those that are known."""
     net = getattr(model, "net", None)
-    parts = [getattr(net, "name", None), getattr(datamodule, "name", None)]
-    if with_strategy:
-        parts.append(getattr(getattr(net, "skip", None), "tag", None))
-    return "-".join(str(p) for p in parts if p)
+    tags = {
+        "task": type(model).__name__,
+        "net": getattr(net, "name", None),
+        "data": getattr(datamodule, "name", None),
+        "skip": getattr(getattr(net, "skip", None), "tag", None),
+    }
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def _name_parts(model: LightningModule, datamodule: Any, keys: tuple[str, ...] = ("net", "data", "skip")) -> str:
+    tags = run_tags(model, datamodule)
+    return "-".join(tags[key] for key in keys if tags.get(key))
 
 
 def run_name(model: LightningModule, datamodule: Any) -> str:
@@ -69,20 +77,8 @@ def run_name(model: LightningModule, datamodule: Any) -> str:
 def sweep_run_name(name: str, model: LightningModule, datamodule: Any) -> str:
     """A sweep's run name (its cell's labels and seed, ``rskip_ln2-s0``) led by the net and data, as
     every other run's: ``resnet20-fashion_mnist-rskip_ln2-s0``; unchanged if it already is."""
-    prefix = _name_parts(model, datamodule, with_strategy=False)
+    prefix = _name_parts(model, datamodule, ("net", "data"))
     return name if not prefix or name.startswith(f"{prefix}-") else f"{prefix}-{name}"
-
-
-def run_tags(model: LightningModule, datamodule: Any) -> dict[str, str]:
-    net = getattr(model, "net", None)
-    skip = getattr(net, "skip", None)
-    tags = {
-        "task": type(model).__name__,
-        "net": getattr(net, "name", None),
-        "data": getattr(datamodule, "name", None),
-        "skip": getattr(skip, "tag", None),
-    }
-    return {k: str(v) for k, v in tags.items() if v is not None}
 
 
 def name_runs(trainer: Trainer, model: LightningModule, datamodule: Any) -> None:

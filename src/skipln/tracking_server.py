@@ -71,7 +71,8 @@ class ServerMLFlowLogger(MLFlowLogger):
         self.max_outage_seconds = max_outage_seconds
         self.probe_seconds = probe_seconds
         self._metric_prefix = prefix
-        self._journal: Path | None = None
+        #: The journal file, once :meth:`keep_journal` named its folder.
+        self.journal: Path | None = None
         self._unwritten: list[dict[str, Any]] = []  # logged before the journal's folder is known
         self._down_since: float | None = None
         self._watch: threading.Thread | None = None
@@ -79,25 +80,21 @@ class ServerMLFlowLogger(MLFlowLogger):
 
     # -- the journal ----------------------------------------------------------------------
 
-    @property
-    def journal(self) -> Path | None:
-        return self._journal
-
     def keep_journal(self, folder: str | Path) -> Path:
         """Journal into ``folder`` (the run's checkpoint folder) from now on, with what was logged so far."""
         path = Path(folder) / JOURNAL_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._journal = path
+        self.journal = path
         self._write(self._unwritten)
         self._unwritten = []
         return path
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
-        if self._journal is None:
+        if self.journal is None:
             self._unwritten.extend(entries)
             return
         if entries:
-            with self._journal.open("a", encoding="utf-8") as journal:
+            with self.journal.open("a", encoding="utf-8") as journal:
                 journal.writelines(json.dumps(entry) + "\n" for entry in entries)
 
     @rank_zero_only
@@ -116,8 +113,8 @@ class ServerMLFlowLogger(MLFlowLogger):
             sent.append(Metric(key=name, value=float(value), timestamp=timestamp, step=step or 0))
         self._write([{"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in sent])
         self._start_watch()
-        batch_kwargs = {} if self.synchronous is None else {"synchronous": self.synchronous}
-        self.experiment.log_batch(run_id=self.run_id, metrics=sent, **batch_kwargs)
+        # synchronous None: MLflow's default (MLFLOW_ENABLE_ASYNC_LOGGING), as MLFlowLogger passes it.
+        self.experiment.log_batch(run_id=self.run_id, metrics=sent, synchronous=self.synchronous)
 
     # -- the watch ------------------------------------------------------------------------
 
