@@ -222,11 +222,6 @@ def check_optimizer(model: LightningModule) -> None:
         raise ConfigError(f"model.init_args.{where}: {error}: give a valid value") from error
 
 
-def linked_data_values() -> list[str]:
-    """The data module's attributes that :data:`DATA_LINKS` reads (``num_classes``, ``in_channels``)."""
-    return list(dict.fromkeys(source.removeprefix("data.") for source, _ in DATA_LINKS))
-
-
 def keep_last_of_each(callbacks: list[Callback], classes: tuple[type[Callback], ...]) -> list[Callback]:
     """``callbacks`` with only the last instance of each of ``classes``.
 
@@ -253,6 +248,7 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
     """Run the CLI; errors the user can fix are printed as one message, without a traceback."""
     quiet_foreign_notices()
     defaults = [str(p) for p in default_config_files if Path(p).is_file()]
+    linked = list(dict.fromkeys(source.removeprefix("data.") for source, _ in DATA_LINKS))  # logged as params data.<name>
     try:
         return SkipLNCLI(
             LightningModule,
@@ -260,7 +256,7 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=MLflowConfigCallback,
-            save_config_kwargs={"save_to_log_dir": False, "data_values": linked_data_values()},
+            save_config_kwargs={"save_to_log_dir": False, "data_values": linked},
             # Parse errors are raised, not printed with the usage: SkipLNCLI.parse_arguments makes them one line.
             parser_kwargs={"exit_on_error": False, **{cmd: {"default_config_files": defaults} for cmd in SUBCOMMANDS}},
             auto_configure_optimizers=False,

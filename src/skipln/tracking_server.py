@@ -1,19 +1,12 @@
 """Logging to an MLflow tracking server that may go away: a local journal of every metric, and a watch on the server.
 
-:class:`ServerMLFlowLogger` is Lightning's ``MLFlowLogger`` (use it with ``synchronous: false``,
-MLflow's async logging, so training does not wait for the server) plus two things:
-
-- **a journal**: every metric it logs is also appended, with the step and time it was logged,
-  to ``metrics-journal.jsonl`` beside the run's checkpoints. MLflow's queue retries a batch for
-  a few minutes and then drops it; the journal keeps it. When the run resumes,
-  :func:`send_missing` logs every journaled metric the server does not have, with its own step
-  and time, and none twice;
-- **a watch**: a thread asks the server's ``/health`` every ``probe_seconds``. Once it has not
-  answered for ``max_outage_seconds``, :class:`skipln.resume.ResumeState` stops the fit as it
-  stops on SIGTERM (a checkpoint of that step, every rank at once), and the CLI exits
-  :data:`TRACKING_OUTAGE_EXIT_CODE` with one line that says what to run when the server is back.
-  The run stays RUNNING on the server (it cannot be told otherwise), which is how
-  ``--ckpt_path last`` finds it.
+:class:`ServerMLFlowLogger` is Lightning's ``MLFlowLogger`` (use it with ``synchronous: false``, so
+training does not wait for the server) that also appends every metric it logs to
+``metrics-journal.jsonl`` beside the run's checkpoints — MLflow's queue retries a batch for a
+few minutes, then drops it; :func:`send_missing` sends what the server lacks when the run
+resumes — and whose watch thread lets :class:`skipln.resume.ResumeState` stop the fit, with a
+checkpoint, once the server has not answered for ``max_outage_seconds``. The run then stays
+RUNNING on the server, which is how ``--ckpt_path last`` finds it (docs/reliability.md §4).
 """
 
 from __future__ import annotations
