@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from skipln.errors import ConfigError, SkipLNError
+from skipln.fit_records import fit_runs
 from skipln.run_vocabulary import DIVERGED, FAILURE_REASON_TAG, FAILURE_TAG
 from skipln.tracking import mlflow_loggers
 from skipln.validation import is_int
@@ -68,10 +69,9 @@ class DivergenceGuard(Callback):
             rank_zero_warn(f"non-finite loss at step {trainer.global_step}: skipping it ({self.skipped}/{self.max_skips})")
             return
         message = self._message(trainer, pl_module, loss)
-        for logger in mlflow_loggers(trainer):
-            if trainer.is_global_zero and logger.run_id is not None:
-                logger.experiment.set_tag(logger.run_id, FAILURE_REASON_TAG, message)
-                logger.experiment.set_tag(logger.run_id, FAILURE_TAG, DivergenceError.failure)
+        for client, run_id in fit_runs(trainer):
+            client.set_tag(run_id, FAILURE_REASON_TAG, message)
+            client.set_tag(run_id, FAILURE_TAG, DivergenceError.failure)
         raise DivergenceError(message)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:

@@ -1,26 +1,15 @@
 """Checkpoint files that are whole or absent: atomic writes, and clear errors for a damaged file or a full disk.
 
-:class:`AtomicCheckpointIO` is a Lightning ``CheckpointIO`` plugin (``trainer.plugins`` in
+:class:`AtomicCheckpointIO` is the Lightning ``CheckpointIO`` plugin (``trainer.plugins`` in
 ``configs/defaults.yaml``) that every checkpoint save and load of a run goes through —
-``ModelCheckpoint``'s, :class:`skipln.resume.ResumeState`'s and ``trainer.save_checkpoint``'s:
-
-- **Atomic writes.** The checkpoint is written to a temporary file *in the target's folder*,
-  flushed to disk (``fsync``), then renamed over the target (``os.replace``, atomic on POSIX
-  within one file system), and the folder's entry is synced. A process killed at any moment
-  of a save leaves either the previous file or the new one, never a truncated ``last.ckpt``.
-  Lightning's own ``TorchCheckpointIO`` stages the file in the system's temporary folder and
-  moves it into place; when that folder is on another file system (a node-local ``/tmp``, the
-  checkpoints on shared storage) the move is a copy into the target, which a kill can leave
-  half-written, and nothing is synced.
-- **Disk full.** A save that fails with ``ENOSPC`` or ``EDQUOT`` removes its temporary file,
-  keeps the previous checkpoint, and raises :class:`DiskFullError`, whose message says how much
-  space the checkpoint needs, how much is free, and what to delete.
-- **Damaged files.** Loading a checkpoint that is truncated or corrupt raises
-  :class:`DamagedCheckpointError` naming the file and the newest intact checkpoint beside it.
+``ModelCheckpoint``'s, :class:`skipln.resume.ResumeState`'s and ``trainer.save_checkpoint``'s.
+A save that finds no room raises :class:`DiskFullError`, a load of a truncated or corrupt file
+:class:`DamagedCheckpointError`, each saying what to do (docs/reliability.md, "Checkpoint files").
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -56,7 +45,11 @@ class DamagedCheckpointError(DataError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into a temporary file beside the target, ``fsync``, then an atomic rename over it.
 
-    Remote paths (``s3://…``) and ``storage_options`` are left to Lightning's ``TorchCheckpointIO``
+    A process killed at any moment of a save leaves the previous file or the new one, never a
+    truncated ``last.ckpt``. Lightning's own ``TorchCheckpointIO`` stages the file in the system's
+    temporary folder and moves it into place: when that folder is on another file system (a
+    node-local ``/tmp``, the checkpoints on shared storage) the move is a copy into the target,
+    which a kill can leave half-written, and nothing is synced. Remote paths (``s3://…``) and ``storage_options`` are left to Lightning's ``TorchCheckpointIO``
     (object stores replace an object whole anyway).
     """
 
@@ -170,12 +163,12 @@ def disk_full_message(target: Path, written: int) -> str:
     )
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def _remove_stale_partials(target: Path) -> None:
@@ -188,16 +181,12 @@ def _remove_stale_partials(target: Path) -> None:
 
 def _sync_folder(folder: Path) -> None:
     """Make the rename itself durable (a crash of the machine could otherwise forget it)."""
-    try:
+    with contextlib.suppress(OSError):  # a platform without folder descriptors (Windows): the rename is still atomic
         descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # a platform without folder descriptors (Windows): the rename is still atomic
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise ConfigError(f"'{file}' is not a Lightning checkpoint (it has no state_dict): give a .ckpt written by a fit")
     return checkpoint
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A full training checkpoint's contents (loop and callback states too), tensors memory-mapped; None if it does not load."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # a truncated or foreign file
+        return None
+    return checkpoint if isinstance(checkpoint, dict) else None
 
 
 def run_checkpoint_dir(run_id: str, root: str | os.PathLike[str] = "mlruns") -> Path:
@@ -164,21 +173,18 @@ def with_checkpoint_config(argv: list[str]) -> list[str]:
     subcommand = next((i for i, word in enumerate(argv) if word in (*EVALUATING_SUBCOMMANDS, "fit")), None)
     if subcommand is None or argv[subcommand] not in EVALUATING_SUBCOMMANDS:
         return argv
-    path = _option_value(argv[subcommand + 1 :], "--ckpt_path")
-    if path is None or not Path(path).is_file():
+    paths = option_values(argv[subcommand + 1 :], "--ckpt_path")
+    if not paths or not Path(paths[-1]).is_file():
         return argv  # "last", "best" or a missing file: Lightning resolves or reports them
-    config = checkpoint_config(load_checkpoint(path))
+    config = checkpoint_config(load_checkpoint(paths[-1]))
     given = [f"--{key}={json.dumps(value)}" for key, value in config.items()]
     return [*argv[: subcommand + 1], *given, *argv[subcommand + 1 :]]
 
 
-def _option_value(args: list[str], option: str) -> str | None:
-    for i, word in enumerate(args):
-        if word == option and i + 1 < len(args):
-            return args[i + 1]
-        if word.startswith(f"{option}="):
-            return word.split("=", 1)[1]
-    return None
+def option_values(args: Sequence[str], option: str) -> list[str]:
+    """The values ``args`` gives ``option`` (``--option value`` or ``--option=value``), in order (the last one counts)."""
+    given = [(i, word) for i, word in enumerate(args) if word == option and i + 1 < len(args) or word.startswith(f"{option}=")]
+    return [args[i + 1] if word == option else word.split("=", 1)[1] for i, word in given]
 
 
 __all__ = [
@@ -188,6 +194,7 @@ __all__ = [
     "check_weights_fit",
     "checkpoint_config",
     "load_checkpoint",
+    "read_checkpoint",
     "run_checkpoint_dir",
     "with_checkpoint_config",
 ]

@@ -26,21 +26,21 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from skipln import compat
 from skipln.callbacks import DivergenceGuard
 from skipln.checkpoint_io import check_checkpoint
-from skipln.checkpoints import with_checkpoint_config
+from skipln.checkpoints import option_values, with_checkpoint_config
 from skipln.errors import ConfigError, explain_parser_error, explain_yaml_error, find_user_error
+from skipln.fit_records import fit_runs
 from skipln.gradient_monitor import GradientMonitor
 from skipln.resumable_runs import Resumable, find_last_checkpoint
 from skipln.resume import LOST_PROCESS, TRACKING_OUTAGE, ResumeState
 from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
-from skipln.tracking import MLflowConfigCallback, flatten_config, mlflow_loggers, name_runs, run_id_of_checkpoint
+from skipln.run_vocabulary import MLFLOW_LOGGER_CLASSES
+from skipln.tracking import MLflowConfigCallback, flatten_config, name_runs, run_id_of_checkpoint
 from skipln.tracking import check_writable_folder, prepare_tracking_store
 from skipln.validation import is_real
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 #: Callbacks a run has one of: a later one (from the command line) replaces the default.
 SINGLE_CALLBACKS: tuple[type[Callback], ...] = (DivergenceGuard, ResumeState, GradientMonitor)
-MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
-SERVER_LOGGER = "skipln.tracking_server.ServerMLFlowLogger"
 #: Values the data determines, set in the model from the instantiated data module (``source → target``).
 #: A link whose data module lacks the attribute, or whose model lacks the argument, is skipped; a
 #: value written in YAML for a target is replaced by the data's.
@@ -65,7 +65,7 @@ class SkipLNCLI(LightningCLI):
         config = self.config[self.subcommand]
         logger = config.trainer.get("logger")
         for entry in logger if isinstance(logger, list) else [logger]:
-            if not _is_mlflow(entry):
+            if getattr(entry, "class_path", None) not in MLFLOW_LOGGER_CLASSES:
                 continue
             init_args = entry.init_args
             # Fails fast, with the fix, on a store that cannot be written or a server that does not answer.
@@ -112,7 +112,7 @@ class SkipLNCLI(LightningCLI):
             subcommand = next((word for word in self.argv if word in SUBCOMMANDS), None)
             help_command = " ".join(filter(None, [parser.prog, subcommand, "--help"]))
             defaults = self.parser_kwargs.get(subcommand, {}).get("default_config_files", []) if subcommand else []
-            broken = explain_yaml_error([*defaults, *_config_files(self.argv)]) if "Problems parsing config" in str(error) else None
+            broken = explain_yaml_error([*defaults, *option_values(self.argv, "--config")]) if "Problems parsing config" in str(error) else None
             if broken is not None:  # jsonargparse says "<unicode string>": name the file
                 raise ConfigError(broken) from error
             raise ConfigError(explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
@@ -155,9 +155,8 @@ class SkipLNCLI(LightningCLI):
         """``trainer.fit``; a fit stopped by SIGTERM, Ctrl+C or a lost DDP process ends its MLflow run KILLED, not FAILED.
 
         Lightning ends the run FAILED and, on SIGTERM, exits with status 0; the run was stopped, not
-        broken, and a caller (a scheduler, the sweep runner) must not take it for finished: SIGTERM
-        exits with 143, Ctrl+C (SIGINT) with 130, a fit whose other process died with 1 and one line
-        (:meth:`ResumeState.exit_code`).
+        broken, and a caller (a scheduler, the sweep runner) must not take it for finished: the
+        process exits with :meth:`ResumeState.exit_code`.
         """
         try:
             self.trainer.fit(model, **kwargs)
@@ -172,10 +171,8 @@ class SkipLNCLI(LightningCLI):
                 print(f"error: {resume.message}", file=sys.stderr, flush=True)
                 sys.stdout.flush()
                 os._exit(code)
-            if self.trainer.is_global_zero:
-                for logger in mlflow_loggers(self.trainer):
-                    if logger.run_id is not None:
-                        logger.experiment.set_terminated(logger.run_id, "KILLED")
+            for client, run_id in fit_runs(self.trainer):
+                client.set_terminated(run_id, "KILLED")
             if resume.interruption == LOST_PROCESS and resume.message:
                 print(f"error: {resume.message}", file=sys.stderr)
             raise SystemExit(code) from None
@@ -225,11 +222,6 @@ def check_optimizer(model: LightningModule) -> None:
         raise ConfigError(f"model.init_args.{where}: {error}: give a valid value") from error
 
 
-def linked_data_values() -> list[str]:
-    """The data module's attributes that :data:`DATA_LINKS` reads (``num_classes``, ``in_channels``)."""
-    return list(dict.fromkeys(source.removeprefix("data.") for source, _ in DATA_LINKS))
-
-
 def keep_last_of_each(callbacks: list[Callback], classes: tuple[type[Callback], ...]) -> list[Callback]:
     """``callbacks`` with only the last instance of each of ``classes``.
 
@@ -240,17 +232,6 @@ def keep_last_of_each(callbacks: list[Callback], classes: tuple[type[Callback], 
     """
     last = {cls: max((i for i, c in enumerate(callbacks) if isinstance(c, cls)), default=-1) for cls in classes}
     return [c for i, c in enumerate(callbacks) if all(not isinstance(c, cls) or i == last[cls] for cls in classes)]
-
-
-def _config_files(argv: Sequence[str]) -> list[str]:
-    """The files given with ``--config`` (``--config f`` or ``--config=f``)."""
-    files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-    return files + [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
-
-
-def _is_mlflow(entry: Any) -> bool:
-    class_path = getattr(entry, "class_path", None) if entry is not None else None
-    return class_path in (MLFLOW_LOGGER, "lightning.pytorch.loggers.mlflow.MLFlowLogger", SERVER_LOGGER)
 
 
 def _accepted_options(parser: LightningArgumentParser, subcommand: str | None) -> list[str]:
@@ -267,6 +248,7 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
     """Run the CLI; errors the user can fix are printed as one message, without a traceback."""
     quiet_foreign_notices()
     defaults = [str(p) for p in default_config_files if Path(p).is_file()]
+    linked = list(dict.fromkeys(source.removeprefix("data.") for source, _ in DATA_LINKS))  # logged as params data.<name>
     try:
         return SkipLNCLI(
             LightningModule,
@@ -274,7 +256,7 @@ def cli_main(args: Sequence[str] | None = None, default_config_files: Sequence[s
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=MLflowConfigCallback,
-            save_config_kwargs={"save_to_log_dir": False, "data_values": linked_data_values()},
+            save_config_kwargs={"save_to_log_dir": False, "data_values": linked},
             # Parse errors are raised, not printed with the usage: SkipLNCLI.parse_arguments makes them one line.
             parser_kwargs={"exit_on_error": False, **{cmd: {"default_config_files": defaults} for cmd in SUBCOMMANDS}},
             auto_configure_optimizers=False,

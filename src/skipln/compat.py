@@ -9,7 +9,6 @@ resume). ``pyproject.toml`` pins Lightning to the minor version those tests pass
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import MLFlowLogger
@@ -47,12 +46,12 @@ def load_pending_loader_states(trainer: Trainer) -> None:
 
 def accumulating(trainer: Trainer) -> bool:
     """Whether the current batch only accumulates gradients (no optimizer step after it)."""
-    return bool(_epoch_loop(trainer)._should_accumulate())  # noqa: SLF001
+    return bool(trainer.fit_loop.epoch_loop._should_accumulate())  # noqa: SLF001
 
 
 def epoch_batches_done(trainer: Trainer) -> bool:
     """Whether the current batch is the epoch's last one (by the loader or by ``limit_train_batches``)."""
-    loop = _epoch_loop(trainer)
+    loop = trainer.fit_loop.epoch_loop
     return bool(loop.batch_progress.is_last_batch or loop._num_ready_batches_reached())  # noqa: SLF001
 
 
@@ -61,11 +60,7 @@ def validation_due(trainer: Trainer) -> bool | None:
     fetcher = trainer.fit_loop._data_fetcher  # noqa: SLF001
     if fetcher is None:
         return None
-    return bool(_epoch_loop(trainer)._should_check_val_fx(fetcher))  # noqa: SLF001
-
-
-def _epoch_loop(trainer: Trainer) -> Any:
-    return trainer.fit_loop.epoch_loop
+    return bool(trainer.fit_loop.epoch_loop._should_check_val_fx(fetcher))  # noqa: SLF001
 
 
 # -- MLflow's Lightning logger -------------------------------------------------------------------

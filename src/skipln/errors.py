@@ -45,12 +45,18 @@ def find_user_error(error: BaseException) -> SkipLNError | None:
     quotes it (when it tries each type of a union), without chaining it: the errors raised
     recently are searched for the one it quotes, so the original can still be shown alone.
     """
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, SkipLNError):
-            return current
-        current = current.__cause__ or current.__context__
-    return next((e for e in reversed(_recent) if str(e) and str(e) in str(error)), None)
+    found = next((e for e in exception_chain(error) if isinstance(e, SkipLNError)), None)
+    return found or next((e for e in reversed(_recent) if str(e) and str(e) in str(error)), None)
+
+
+def exception_chain(exception: BaseException) -> list[BaseException]:
+    """``exception`` and the errors it was raised from or while handling, outermost first."""
+    chain: list[BaseException] = []
+    error: BaseException | None = exception
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
 
 
 class ConfigError(SkipLNError, ValueError):
@@ -174,13 +180,10 @@ def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
         name = unknown[1]
         # jsonargparse reports a stray key beside a class_path as "Option 'class_path' is not accepted":
         # the stray key itself is in the value the outermost block quotes.
-        node = _node_at(_literal(outermost_given(lines)), [frame.key for frame in chain if frame.key is not None])
-        extra = [str(k) for k in node if k not in ("class_path", "init_args", "dict_kwargs")] if isinstance(node, dict) else []
-        if name == "class_path" and extra:
-            return (
-                f"{path}: unknown key {', '.join(repr(k) for k in extra)} beside class_path and init_args: a class's "
-                "arguments go under init_args; check the spelling or remove it"
-            )
+        if name == "class_path" and (
+            stray := _stray_keys(where, _node_at(_literal(outermost_given(lines)), [f.key for f in chain if f.key is not None]))
+        ):
+            return stray
         accepted = _class_arguments(owner)
         listed = f"; it accepts: {', '.join(accepted)}" if accepted else see_help
         return (
@@ -189,15 +192,10 @@ def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
         )
     if reasons and (invalid := _NOT_A_SUBCLASS.match(reasons[0])):
         value = _literal(invalid[2] or given)
-        if isinstance(value, dict):
-            extra = [str(key) for key in value if key not in ("class_path", "init_args", "dict_kwargs")]
-            if extra:
-                return (
-                    f"{where}unknown key {', '.join(repr(k) for k in extra)} beside class_path and init_args: a class's "
-                    "arguments go under init_args; check the spelling or remove it"
-                )
-            if "class_path" not in value:
-                return f"{where}no class_path: name the class (`class_path: package.module.Class`) and put its arguments under init_args"
+        if stray := _stray_keys(where, value):
+            return stray
+        if isinstance(value, dict) and "class_path" not in value:
+            return f"{where}no class_path: name the class (`class_path: package.module.Class`) and put its arguments under init_args"
     if missing := next((m for text in reasons if (m := _NO_FILE.match(text))), None):
         return (
             f"{where}no config file {missing[1]} (a file named as a setting's value is read relative to the config "
@@ -211,6 +209,17 @@ def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
         return f"{where}expected {types}{got}: give a value of that type"
     detail = "; ".join(reasons) or "invalid value"
     return f"{where}{detail}{see_also}"
+
+
+def _stray_keys(where: str, node: object) -> str | None:
+    """The message for keys beside a class's ``class_path`` and ``init_args`` (arguments one level too high), if any."""
+    extra = [str(k) for k in node if k not in ("class_path", "init_args", "dict_kwargs")] if isinstance(node, dict) else []
+    if not extra:
+        return None
+    return (
+        f"{where}unknown key {', '.join(map(repr, extra))} beside class_path and init_args: a class's arguments go "
+        "under init_args; check the spelling or remove it"
+    )
 
 
 def outermost_given(lines: list[str]) -> str | None:

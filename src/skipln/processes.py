@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from skipln.errors import exception_chain
+
 #: How the process-group backends report a peer that is gone (gloo; NCCL).
 _LOST_PEER_MESSAGES = re.compile(
     r"Connection reset by peer|Connection closed by peer|Broken pipe|remote process exited|NCCL communicator was aborted"
@@ -28,21 +30,12 @@ def lost_process(exception: BaseException) -> str | None:
     Torch raises these as a plain ``RuntimeError`` (``DistBackendError`` for NCCL) whose message is
     the only sign of what happened.
     """
-    for error in _chain(exception):
+    for error in exception_chain(exception):
         if isinstance(error, RuntimeError):
             found = _LOST_PEER_MESSAGES.search(str(error))
             if found is not None:
                 return found.group(0)
     return None
-
-
-def _chain(exception: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    error: BaseException | None = exception
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
 
 
 __all__ = ["lost_process", "process_alive"]

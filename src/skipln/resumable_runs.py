@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from skipln.checkpoints import read_checkpoint
 from skipln.errors import ConfigError
 from skipln.processes import process_alive
 from skipln.run_vocabulary import (
@@ -162,17 +161,10 @@ def _newest_checkpoint(folder: Path) -> Path | None:
         return None
     others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST_CHECKPOINT), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in [folder / LAST_CHECKPOINT, *others]:
-        if path.is_file() and _is_training_checkpoint(path):
+        checkpoint = read_checkpoint(path) if path.is_file() else None
+        if checkpoint is not None and "loops" in checkpoint and "state_dict" in checkpoint:
             return path
     return None
-
-
-def _is_training_checkpoint(path: Path) -> bool:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception:  # a truncated or foreign file: not resumable
-        return False
-    return isinstance(checkpoint, dict) and "loops" in checkpoint and "state_dict" in checkpoint
 
 
 def _config_difference(params: Mapping[str, str], config: Mapping[str, str]) -> str | None:

@@ -1,35 +1,17 @@
 """Interrupting a run and resuming it exactly: checkpoints at any step, random state, MLflow status.
 
-:class:`ResumeState` is one callback (in ``configs/defaults.yaml``) that makes a ``fit`` safe
-to stop at any moment:
-
-- **Periodic mid-epoch checkpoints.** Every ``every_n_train_steps`` optimizer steps (and/or
-  every ``every_seconds``) it writes ``last.ckpt`` beside the run's other checkpoints, so a
-  process killed outright (SIGKILL, out of memory, a lost machine) loses at most that much work.
-  And at the end of every epoch, so that ``last.ckpt`` is always the newest state (Lightning's
-  own ``save_last`` writes it only beside a new best checkpoint).
-- **SIGTERM and Ctrl+C.** The signal is only noted; after each training batch the ranks agree
-  (one all-reduce) whether any of them got one, and at the first step that resumes exactly every
-  rank writes ``last.ckpt`` of that step and stops. The MLflow run is tagged ``interrupted``
-  (what, at which step) and ``resume_command`` (how to go on), and the CLI ends it KILLED with
-  exit status 143 (``128 + SIGTERM``) or 130 (Ctrl+C). Under DDP the signal may reach one rank
-  only (Lightning's launcher is rank 0); a rank that dies outright (SIGKILL) makes the others
-  stop the same way, from the newest ``last.ckpt``.
-- **Random state.** Its ``state_dict`` holds the torch (CPU and CUDA), numpy and Python random
-  states — every rank's, under DDP — so dropout and augmentation continue with the numbers the
-  uninterrupted run would have drawn. The data loader's position in the epoch travels in the
-  checkpoint too (:class:`skipln.data.resumable.ResumableDataLoader`).
-- **Resume bookkeeping.** A ``fit`` started from a checkpoint continues the MLflow run that
-  wrote it (the CLI's doing); this callback marks it RUNNING again, records ``resumed_from``
-  and the number of ``resumes``, and notes when the previous process died without closing the
-  run (it was still RUNNING). The run ends FINISHED like any other.
-
-How ``fit --ckpt_path last`` finds what to resume when the run is not named is
-:func:`skipln.resumable_runs.find_last_checkpoint`.
+:class:`ResumeState` is one callback (in ``configs/defaults.yaml``) that makes a ``fit`` safe to
+stop at any moment: it writes ``last.ckpt`` periodically and at every epoch's end, stops every
+rank at one step that resumes exactly on SIGTERM, Ctrl+C, a lost DDP process or a tracking
+server gone too long, carries each rank's random state in the checkpoint, and keeps the MLflow
+run's status and tags (:mod:`skipln.fit_records`). docs/reliability.md §2 states each guarantee
+and the test that shows it. Which run ``fit --ckpt_path last`` resumes is
+:func:`skipln.resumable_runs.find_last_checkpoint`'s rule.
 """
 
 from __future__ import annotations
 
+import shlex
 import signal
 import socket
 import threading
@@ -51,7 +33,7 @@ from skipln.processes import lost_process
 from skipln.rank_state import checkpoint_state, restore_rank_state
 from skipln.run_vocabulary import LAST_CHECKPOINT
 from skipln.tracking_server import TRACKING_OUTAGE_EXIT_CODE, ServerMLFlowLogger, send_missing
-from skipln.validation import is_int
+from skipln.validation import check_bool, is_int
 
 #: The exit status of a run stopped by SIGTERM (the shell's convention, 128 + signal number).
 SIGTERM_EXIT_CODE = 128 + int(signal.SIGTERM)
@@ -98,10 +80,8 @@ class ResumeState(Callback):
         if every_seconds is not None and not every_seconds > 0:
             raise ConfigError(f"ResumeState: 'every_seconds' must be > 0 or null, got {every_seconds!r}")
         self.every_n_train_steps = every_n_train_steps
-        if not isinstance(every_epoch, bool):
-            raise ConfigError(f"ResumeState: 'every_epoch' must be true or false, got {every_epoch!r}")
         self.every_seconds = every_seconds
-        self.every_epoch = every_epoch
+        self.every_epoch = check_bool("every_epoch", every_epoch, "ResumeState")
         self.dirpath = dirpath
         self.restore_random_state = restore_random_state
         #: What stopped this process's fit ("SIGTERM", "SIGINT", LOST_PROCESS, TRACKING_OUTAGE), for the CLI.
@@ -346,20 +326,10 @@ class ResumeState(Callback):
 
     def resume_command(self) -> str:
         """The command that started this fit, with ``--ckpt_path last``."""
-        import shlex
-
         args = list(self.command) if self.command is not None else ["fit", "--config", "<your configs>"]
-        kept, skip_next = [], False
-        for arg in args:
-            if skip_next:
-                skip_next = False
-                continue
-            if arg == "--ckpt_path":
-                skip_next = True
-                continue
-            if arg.startswith("--ckpt_path="):
-                continue
-            kept.append(arg)
+        given = [i for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")]
+        dropped = {*given, *(i + 1 for i in given if args[i] == "--ckpt_path")}
+        kept = [arg for i, arg in enumerate(args) if i not in dropped]
         return shlex.join(["python", "main.py", *kept, "--ckpt_path", "last"])
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

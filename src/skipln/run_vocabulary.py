@@ -17,10 +17,9 @@ FAILURE_TAG = "failure"
 FAILURE_REASON_TAG = "failure_reason"
 DIVERGED = "diverged"
 
-#: The fit's own state (:class:`skipln.resume.ResumeState` writes it): one of FIT_STATES.
+#: The fit's own state (:class:`skipln.resume.ResumeState` writes it).
 FIT_STATE_TAG = "fit_state"
 FIT_RUNNING, FIT_FINISHED, FIT_INTERRUPTED, FIT_FAILED = "running", "finished", "interrupted", "failed"
-FIT_STATES = (FIT_RUNNING, FIT_FINISHED, FIT_INTERRUPTED, FIT_FAILED)
 #: Where the fit runs (host and process id: a second fit of a live run is refused).
 HOST_TAG = "fit_host"
 PID_TAG = "fit_pid"
@@ -42,11 +41,10 @@ SEED_TAG = "seed"
 AXIS_TAG_PREFIX = "sweep."
 #: ``sweep_value.<axis>``: the exact value a searched axis was run at (the ``sweep.<axis>`` tag rounds it).
 VALUE_TAG_PREFIX = "sweep_value."
-#: What the sweep has done with a run (its fit_state says how the fit itself went).
+#: What the sweep has done with a run (its fit_state says how the fit itself went). A sweep run
+#: that diverged is in state ``diverged``, the same word as its ``failure`` tag.
 STATE_TAG = "sweep_state"
 FITTING, FITTED, TESTED, SEARCHED, PRUNED = "fitting", "fitted", "tested", "searched", "pruned"
-#: A sweep run that diverged is in state ``diverged``, the same word as its ``failure`` tag.
-SWEEP_STATES = (FITTING, FITTED, TESTED, DIVERGED, SEARCHED, PRUNED)
 #: What a run is to the sweep: one of its results, a cell's search, or one trial of a search.
 STAGE_TAG = "sweep_stage"
 RESULT, SEARCH, TRIAL = "result", "search", "trial"
@@ -70,5 +68,11 @@ LAST_CHECKPOINT = "last.ckpt"
 SQLITE_PREFIX = "sqlite:///"
 #: The URI prefixes of a tracking server (``http://host:5000``), as MLflow's REST store takes them.
 SERVER_URI_PREFIXES = ("http://", "https://")
+#: The class paths of the MLflow loggers a config may name (``trainer.logger``): a run logs to the store they name.
+MLFLOW_LOGGER_CLASSES = (
+    "lightning.pytorch.loggers.MLFlowLogger",
+    "lightning.pytorch.loggers.mlflow.MLFlowLogger",
+    "skipln.tracking_server.ServerMLFlowLogger",
+)
 #: MLflow's limit on a tag's value is 8000 characters; ours stay well below it.
 MAX_TAG = 5000

@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from skipln import compat
+from skipln.checkpoints import read_checkpoint
 from skipln.errors import ConfigError
 from skipln.run_vocabulary import RUN_NAME_TAG, SERVER_URI_PREFIXES, SQLITE_PREFIX, SWEEP_TAG
 
@@ -52,13 +52,21 @@ def mlflow_loggers(trainer: Trainer) -> list[MLFlowLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)]
 
 
-def _name_parts(model: LightningModule, datamodule: Any, with_strategy: bool = True) -> str:
-    """``<net>-<data>[-<strategy>]``, the parts that are known."""
+def run_tags(model: LightningModule, datamodule: Any) -> dict[str, str]:
+    """The searchable tags ``task``, ``net``, ``data`` and ``skip`` (the strategy's tag), those that are known."""
     net = getattr(model, "net", None)
-    parts = [getattr(net, "name", None), getattr(datamodule, "name", None)]
-    if with_strategy:
-        parts.append(getattr(getattr(net, "skip", None), "tag", None))
-    return "-".join(str(p) for p in parts if p)
+    tags = {
+        "task": type(model).__name__,
+        "net": getattr(net, "name", None),
+        "data": getattr(datamodule, "name", None),
+        "skip": getattr(getattr(net, "skip", None), "tag", None),
+    }
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def _name_parts(model: LightningModule, datamodule: Any, keys: tuple[str, ...] = ("net", "data", "skip")) -> str:
+    tags = run_tags(model, datamodule)
+    return "-".join(tags[key] for key in keys if tags.get(key))
 
 
 def run_name(model: LightningModule, datamodule: Any) -> str:
@@ -69,20 +77,8 @@ def run_name(model: LightningModule, datamodule: Any) -> str:
 def sweep_run_name(name: str, model: LightningModule, datamodule: Any) -> str:
     """A sweep's run name (its cell's labels and seed, ``rskip_ln2-s0``) led by the net and data, as
     every other run's: ``resnet20-fashion_mnist-rskip_ln2-s0``; unchanged if it already is."""
-    prefix = _name_parts(model, datamodule, with_strategy=False)
+    prefix = _name_parts(model, datamodule, ("net", "data"))
     return name if not prefix or name.startswith(f"{prefix}-") else f"{prefix}-{name}"
-
-
-def run_tags(model: LightningModule, datamodule: Any) -> dict[str, str]:
-    net = getattr(model, "net", None)
-    skip = getattr(net, "skip", None)
-    tags = {
-        "task": type(model).__name__,
-        "net": getattr(net, "name", None),
-        "data": getattr(datamodule, "name", None),
-        "skip": getattr(skip, "tag", None),
-    }
-    return {k: str(v) for k, v in tags.items() if v is not None}
 
 
 def name_runs(trainer: Trainer, model: LightningModule, datamodule: Any) -> None:
@@ -284,11 +280,7 @@ def _ensure_experiment(uri: str, name: str, artifact_location: str | None, store
 
 def run_id_of_checkpoint(path: str | os.PathLike[str]) -> str | None:
     """The MLflow run that wrote a checkpoint, if it was written by a skipln run."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except (OSError, RuntimeError):
-        return None
-    value = checkpoint.get(CHECKPOINT_RUN_KEY) if isinstance(checkpoint, dict) else None
+    value = (read_checkpoint(path) or {}).get(CHECKPOINT_RUN_KEY)
     return value if isinstance(value, str) else None
 
 
@@ -322,14 +314,9 @@ class MLflowConfigCallback(SaveConfigCallback):
             existing = client.get_run(run_id).data.params
             # Params are immutable in MLflow: a run continued by `test` or a resumed `fit` adds only new keys.
             fresh = {k: v for k, v in flat.items() if k not in existing}
-            params = [Param(k, v) for k, v in sorted(fresh.items())]
-            for start in range(0, len(params), 100):
-                client.log_batch(run_id, params=params[start : start + 100])
-            with tempfile.TemporaryDirectory() as tmp:
-                name = "config.yaml" if not existing else f"config-{stage}.yaml"
-                path = Path(tmp) / name
-                path.write_text(config)
-                client.log_artifact(run_id, str(path))
+            # MLflow's client splits the params into the batches its store takes (100 each).
+            client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(fresh.items())])
+            client.log_text(run_id, config, "config.yaml" if not existing else f"config-{stage}.yaml")
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in mlflow_loggers(trainer):

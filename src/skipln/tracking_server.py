@@ -1,19 +1,12 @@
 """Logging to an MLflow tracking server that may go away: a local journal of every metric, and a watch on the server.
 
-:class:`ServerMLFlowLogger` is Lightning's ``MLFlowLogger`` (use it with ``synchronous: false``,
-MLflow's async logging, so training does not wait for the server) plus two things:
-
-- **a journal**: every metric it logs is also appended, with the step and time it was logged,
-  to ``metrics-journal.jsonl`` beside the run's checkpoints. MLflow's queue retries a batch for
-  a few minutes and then drops it; the journal keeps it. When the run resumes,
-  :func:`send_missing` logs every journaled metric the server does not have, with its own step
-  and time, and none twice;
-- **a watch**: a thread asks the server's ``/health`` every ``probe_seconds``. Once it has not
-  answered for ``max_outage_seconds``, :class:`skipln.resume.ResumeState` stops the fit as it
-  stops on SIGTERM (a checkpoint of that step, every rank at once), and the CLI exits
-  :data:`TRACKING_OUTAGE_EXIT_CODE` with one line that says what to run when the server is back.
-  The run stays RUNNING on the server (it cannot be told otherwise), which is how
-  ``--ckpt_path last`` finds it.
+:class:`ServerMLFlowLogger` is Lightning's ``MLFlowLogger`` (use it with ``synchronous: false``, so
+training does not wait for the server) that also appends every metric it logs to
+``metrics-journal.jsonl`` beside the run's checkpoints — MLflow's queue retries a batch for a
+few minutes, then drops it; :func:`send_missing` sends what the server lacks when the run
+resumes — and whose watch thread lets :class:`skipln.resume.ResumeState` stop the fit, with a
+checkpoint, once the server has not answered for ``max_outage_seconds``. The run then stays
+RUNNING on the server, which is how ``--ckpt_path last`` finds it (docs/reliability.md §4).
 """
 
 from __future__ import annotations
@@ -71,7 +64,8 @@ class ServerMLFlowLogger(MLFlowLogger):
         self.max_outage_seconds = max_outage_seconds
         self.probe_seconds = probe_seconds
         self._metric_prefix = prefix
-        self._journal: Path | None = None
+        #: The journal file, once :meth:`keep_journal` named its folder.
+        self.journal: Path | None = None
         self._unwritten: list[dict[str, Any]] = []  # logged before the journal's folder is known
         self._down_since: float | None = None
         self._watch: threading.Thread | None = None
@@ -79,25 +73,21 @@ class ServerMLFlowLogger(MLFlowLogger):
 
     # -- the journal ----------------------------------------------------------------------
 
-    @property
-    def journal(self) -> Path | None:
-        return self._journal
-
     def keep_journal(self, folder: str | Path) -> Path:
         """Journal into ``folder`` (the run's checkpoint folder) from now on, with what was logged so far."""
         path = Path(folder) / JOURNAL_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._journal = path
+        self.journal = path
         self._write(self._unwritten)
         self._unwritten = []
         return path
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
-        if self._journal is None:
+        if self.journal is None:
             self._unwritten.extend(entries)
             return
         if entries:
-            with self._journal.open("a", encoding="utf-8") as journal:
+            with self.journal.open("a", encoding="utf-8") as journal:
                 journal.writelines(json.dumps(entry) + "\n" for entry in entries)
 
     @rank_zero_only
@@ -116,8 +106,8 @@ class ServerMLFlowLogger(MLFlowLogger):
             sent.append(Metric(key=name, value=float(value), timestamp=timestamp, step=step or 0))
         self._write([{"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in sent])
         self._start_watch()
-        batch_kwargs = {} if self.synchronous is None else {"synchronous": self.synchronous}
-        self.experiment.log_batch(run_id=self.run_id, metrics=sent, **batch_kwargs)
+        # synchronous None: MLflow's default (MLFLOW_ENABLE_ASYNC_LOGGING), as MLFlowLogger passes it.
+        self.experiment.log_batch(run_id=self.run_id, metrics=sent, synchronous=self.synchronous)
 
     # -- the watch ------------------------------------------------------------------------
 
@@ -177,8 +167,7 @@ def send_missing(client: Any, run_id: str, journal: Path) -> int:
         if ident not in have and ident not in seen:
             seen.add(ident)
             missing.append(Metric(key=entry["key"], value=entry["value"], timestamp=entry["timestamp"], step=entry["step"]))
-    for start in range(0, len(missing), 1000):  # MLflow takes at most 1000 metrics a batch
-        client.log_batch(run_id, metrics=missing[start : start + 1000], synchronous=True)
+    client.log_batch(run_id, metrics=missing, synchronous=True)  # split into batches of 1000 by MLflow's client
     return len(missing)
 
 

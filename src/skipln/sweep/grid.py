@@ -138,10 +138,6 @@ class Cell:
     def labels(self) -> dict[str, str]:
         return {c.axis: c.label for c in self.choices}
 
-    @property
-    def items(self) -> tuple[str, ...]:
-        return tuple(item for choice in self.choices for item in choice.items)
-
 
 @dataclass(frozen=True)
 class Grid:
@@ -165,7 +161,8 @@ class Grid:
         return [(cell, seed) for seed in self.seeds for cell in cells]
 
     def items(self, cell: Cell) -> tuple[str, ...]:
-        return self.base + cell.items
+        """The config files and overrides of a cell's runs: the base, then each choice's, in the order of the axes."""
+        return self.base + tuple(item for choice in cell.choices for item in choice.items)
 
     @property
     def search_seed(self) -> int:

@@ -9,14 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from skipln.run_vocabulary import SQLITE_PREFIX
+from skipln.run_vocabulary import MLFLOW_LOGGER_CLASSES, SQLITE_PREFIX
 from skipln.sweep.grid import SweepError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
-
-MLFLOW_LOGGER_CLASSES = ("lightning.pytorch.loggers.MLFlowLogger", "lightning.pytorch.loggers.mlflow.MLFlowLogger")
 
 
 @dataclass(frozen=True)
