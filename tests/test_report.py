@@ -292,6 +292,21 @@ def test_the_command_with_a_baseline_adds_the_comparisons_to_the_table_and_a_csv
     assert pd.read_csv(out / "comparisons.csv")["difference"].tolist() == pytest.approx([0.05])
 
 
+def test_a_sweep_that_has_only_searched_so_far_reports_its_trials(store: Store, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
+    for lr, accs, state in (("0.01", (0.70, 0.80), "fitted"), ("0.1", (0.60,), "pruned")):
+        trial = store.run("post_ln", 0, {"val/acc": list(accs)})
+        for key, value in (("sweep_stage", "trial"), ("sweep.lr", lr), ("sweep_value.lr", lr), ("sweep_state", state)):
+            store.client.set_tag(trial, key, value)
+    assert main(["demo"]) == 0
+    out = workdir / "reports" / "demo"
+    assert sorted(p.name for p in out.iterdir()) == ["table.md", "trials.csv"]
+    assert "No result runs yet" in (out / "table.md").read_text()
+    assert "| post_ln | 0.8000 | 0.6000 (pruned) |" in (out / "table.md").read_text()
+    assert pd.read_csv(out / "trials.csv")["val/acc@1"].tolist()[0] == pytest.approx(0.8)
+    assert "No result runs yet" in capsys.readouterr().out
+
+
 def test_a_baseline_that_is_not_a_strategy_of_the_sweep_is_a_clear_error(store: Store, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
     store.run("skip", 0, classified(0.9))

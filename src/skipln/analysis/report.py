@@ -118,7 +118,9 @@ def load_runs(client: MlflowClient, experiment: str, sweeps: Sequence[str]) -> l
     if found is None:
         raise ReportError(f"the MLflow store has no experiment {experiment!r}: pass --experiment, or run the sweep first")
     runs = [run for sweep in sweeps for run in sweep_runs(client, found.experiment_id, sweep)]
-    missing = [sweep for sweep in sweeps if not any(run.data.tags.get(SWEEP_TAG) == sweep for run in runs)]
+    # A sweep still searching has trials but no results yet: its report is the search so far.
+    missing = [sweep for sweep in sweeps if not any(run.data.tags.get(SWEEP_TAG) == sweep for run in runs)
+               and not sweep_runs(client, found.experiment_id, sweep, TRIAL)]  # fmt: skip
     if missing:
         raise ReportError(
             f"no runs of sweep(s) {', '.join(missing)} in experiment {experiment!r}; start one with "
@@ -406,16 +408,17 @@ def problem_runs(runs: pd.DataFrame) -> pd.DataFrame:
 # --- the search ----------------------------------------------------------------------------
 
 
-def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective | None) -> pd.DataFrame:
+def search_trials(
+    client: MlflowClient, experiments: Sequence[str], sweeps: Sequence[str], objective: Objective | None,
+    labels: Mapping[tuple[str, str], str] | None = None,
+) -> pd.DataFrame:
     """One row per trial of the sweeps' searches: its cell, the values it tried, how far it got, its best ``objective``,
     and the objective at every step it was reported (columns ``<key>@<step>``: ASHA's rungs).
 
     What the picked values were picked from: a researcher checks that the best one is not at the
     edge of what was tried, how much the choice mattered, and where ASHA stopped a trial and why.
     """
-    experiments = dict.fromkeys(runs["experiment_id"]) if "experiment_id" in runs else {}
-    sweeps = [sweep for sweep in dict.fromkeys(runs["sweep"]) if sweep and sweep != AD_HOC] if len(runs) else []
-    labels = runs.drop_duplicates(["sweep", "cell"]).set_index(["sweep", "cell"])["strategy"].to_dict() if len(runs) else {}
+    labels = labels or {}
     rows = []
     for experiment_id in experiments:
         for sweep in sweeps:
@@ -427,7 +430,7 @@ def search_trials(client: MlflowClient, runs: pd.DataFrame, objective: Objective
                 best = _best(reported, objective) if objective is not None else None
                 rows.append({
                     "sweep": sweep, "cell": tags.get(CELL_TAG), "cell_index": _int(tags.get(CELL_INDEX_TAG)),
-                    "strategy": labels.get((sweep, tags.get(CELL_TAG)), tags.get(CELL_TAG)),
+                    "strategy": labels.get((sweep, tags.get(CELL_TAG))) or tags.get("skip") or tags.get(CELL_TAG),
                     "values": ", ".join(f"{axis}={value}" for axis, value in sorted(values.items())),
                     # A trial whose process failed (not diverged) is left in its last state: say it failed.
                     "state": "failed" if run.info.status == "FAILED" and tags.get(STATE_TAG) != DIVERGED else tags.get(STATE_TAG, run.info.status.lower()),
@@ -578,7 +581,12 @@ def build_report(
         curve_keys = list(dict.fromkeys(keys))
     comparisons = against_baseline(frame, baseline) if baseline is not None else None
     objective = best or next((PROFILES[task].best for task in dict.fromkeys(frame["task"]) if task in PROFILES), None) if len(frame) else best
-    trials = search_trials(client, frame, objective) if len(frame) else None
+    trials = None
+    if len(frame):
+        sweeps = [sweep for sweep in dict.fromkeys(frame["sweep"]) if sweep and sweep != AD_HOC]
+        labels = frame.drop_duplicates(["sweep", "cell"]).set_index(["sweep", "cell"])["strategy"].to_dict()
+        experiments = list(dict.fromkeys(frame["experiment_id"])) if "experiment_id" in frame else []
+        trials = search_trials(client, experiments, sweeps, objective, labels)
     report = Report(frame, summary, paper_table(summary), tuple(curve_keys), comparisons=comparisons, trials=trials)
     for key in report.curve_keys:
         points = curves(client, frame, key)
@@ -587,6 +595,25 @@ def build_report(
             labels = frame[["run_id", "net", "data", "strategy", "seed"]]
             report.points[key] = labels.merge(points, on="run_id")[["net", "data", "strategy", "seed", "run_id", "step", "value"]]
     return report
+
+
+def search_only_markdown(trials: pd.DataFrame, title: str) -> str:
+    """The report of sweeps that have searched but have no result runs yet: the trials so far."""
+    if not len(trials):
+        return f"# {title}\n\nNo result runs and no search trials yet.\n"
+    return (f"# {title}\n\nNo result runs yet: the search so far, trial by trial (`trials.csv` has the objective at "
+            f"every step each trial reported).\n\n{trials_markdown(trials)}\n\nEach entry: the trial's "
+            f"{trials['best_metric'].iloc[0]} (one seed); 'pruned': ASHA stopped it early, so its value is from fewer "
+            "steps.\n")  # fmt: skip
+
+
+def search_so_far(client: MlflowClient, experiment: str, sweeps: Sequence[str], best: Objective | None) -> pd.DataFrame:
+    """The trials of ``sweeps`` that have no result runs yet; the objective is the task's unless ``best`` names one."""
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    if best is None:
+        tasks = [run.data.tags.get("task") for sweep in sweeps for run in sweep_runs(client, experiment_id, sweep, TRIAL)]
+        best = next((PROFILES[task].best for task in tasks if task in PROFILES), None)
+    return search_trials(client, [experiment_id], sweeps, best)
 
 
 def write_report(report: Report, out: Path, title: str) -> list[Path]:
@@ -652,11 +679,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs += load_runs_by_id(client, args.runs) if args.runs else []
         runs += load_runs_by_filter(client, store.experiment, args.filter) if args.filter else []
         runs = list({run.info.run_id: run for run in runs}.values())  # a run named twice counts once
-        report = build_report(client, runs, args.metric, best, args.curves, baseline=args.baseline)
         names = [*args.sweeps, *(["runs"] if args.runs else []), *(["filter"] if args.filter else [])]
         title = " + ".join([*args.sweeps, *([f"runs {', '.join(r[:8] for r in args.runs)}"] if args.runs else []),
                             *([f"filter {args.filter}"] if args.filter else [])])  # fmt: skip
         out = args.out or Path("reports") / "+".join(names)
+        if not runs:  # only sweeps that are still searching
+            trials = search_so_far(client, store.experiment, args.sweeps, best)
+            out.mkdir(parents=True, exist_ok=True)
+            text = search_only_markdown(trials, title)
+            (out / "table.md").write_text(text)
+            trials.to_csv(out / "trials.csv", index=False)
+            print(text + f"wrote {out / 'table.md'}, {out / 'trials.csv'}")
+            return 0
+        report = build_report(client, runs, args.metric, best, args.curves, baseline=args.baseline)
         paths = write_report(report, out, title)
     except SkipLNError as error:
         print(f"error: {error}", file=sys.stderr)
