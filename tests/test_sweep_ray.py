@@ -165,6 +165,25 @@ def test_a_diverging_cell_is_recorded_as_diverged_and_the_others_finish(repo: Pa
     assert states == {"fine": ("tested", "FINISHED"), "blows": ("diverged", "FAILED")}
 
 
+def test_a_search_whose_every_trial_diverges_is_a_result_that_is_not_searched_again(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = grid(
+        repo,
+        "axes:\n  nan: {fine: --model.init_args.nan_at_step=null, blows: --model.init_args.nan_at_step=2}\n"
+        "  lr: {key: model.init_args.lr, grid_search: [0.1, 0.5]}\n"
+        "search: {trials: 1, metric: val/loss, mode: min}\nseeds: 1\n",
+    )
+    assert sweep(path) == 0
+    assert [(r.data.tags["sweep.nan"], r.data.tags["sweep_state"]) for r in runs(repo)] == [("fine", "tested")]
+    searches = {r.data.tags["sweep_cell"]: r for r in runs(repo, "search")}
+    assert searches["nan=blows"].data.tags["sweep_state"] == "diverged"
+    assert "not run: nan=blows: every trial of the search of nan=blows diverged" in capsys.readouterr().out
+    trials = len(runs(repo, "trial"))
+    assert sweep(path) == 0  # again: nothing is searched or run
+    assert len(runs(repo, "trial")) == trials
+    assert sweep(path, "--dry-run") == 0
+    assert "searched nan=blows: every trial diverged; its seeds are not run" in capsys.readouterr().out
+
+
 def test_a_cell_whose_search_fails_stops_alone_and_the_others_run_their_seeds(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A trainer setting Lightning refuses: every trial of that cell exits with a config error.
     path = grid(

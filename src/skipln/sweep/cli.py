@@ -119,37 +119,46 @@ def _run(args: argparse.Namespace, extra: tuple[str, ...]) -> int:
         print(_dry_run(sweep, experiment is not None, args.max_runs))
         return 0
 
-    from skipln.sweep.search import search_cell
+    from skipln.sweep.search import SearchDiverged, search_cell
 
     with ray_session(args.address, args.num_cpus, args.num_gpus, store.is_sqlite):
         tuned: dict[str, dict[str, Any]] = {}
         unsearched: dict[str, str] = {}
+        diverged: dict[str, str] = {}
         for cell in grid.cells() if grid.search_axes else ():
             try:
                 tuned[cell.key] = search_cell(sweep, cell)
+            except SearchDiverged as error:  # a result, as a diverged run is: not an error of the sweep
+                diverged[cell.key] = str(error)
             except SweepError as error:  # e.g. a strategy that refuses this network: only its cell stops
                 unsearched[cell.key] = str(error)
                 print(f"error: {error}; the other cells go on", file=sys.stderr)
-        planned = [item for item in sweep.plan(tuned) if item.cell.key not in unsearched]
+        planned = [item for item in sweep.plan(tuned) if item.cell.key not in unsearched and item.cell.key not in diverged]
         todo = [item for item in planned if item.action is not Action.SKIP][: args.max_runs]
         for item in todo:
             if not item.run_id:
                 sweep.create_run(item, tuned.get(item.cell.key))
         errors = sweep.run_results(todo) if todo else {}
     print("\n" + summary(sweep, planned, errors))
+    for key, message in diverged.items():
+        print(f"not run: {key}: {message}")
     for key, message in unsearched.items():
         print(f"not run: {key}, its search failed: {message}")
     return 1 if errors or unsearched else 0
 
 
 def _dry_run(sweep: Sweep, store_has_runs: bool, max_runs: int | None) -> str:
-    from skipln.sweep.search import search_run, searched_values
+    from skipln.sweep.search import search_diverged, search_run, searched_values
 
     grid, lines = sweep.grid, []
-    tuned = {}
+    tuned, diverged = {}, set()
     for cell in grid.cells() if grid.search_axes else ():
-        values = searched_values(search_run(sweep, cell)) if store_has_runs else None
-        if values is None:
+        run = search_run(sweep, cell) if store_has_runs else None
+        values = searched_values(run)
+        if search_diverged(run):
+            diverged.add(cell.key)
+            lines.append(f"searched {cell.key}: every trial diverged; its seeds are not run")
+        elif values is None:
             assert grid.search is not None
             lines.append(f"would search {cell.key}: {grid.search.trials} trials, {grid.search.mode} {grid.search.metric}, over "
                          + ", ".join(map(str, grid.search_axes)))  # fmt: skip
@@ -157,6 +166,7 @@ def _dry_run(sweep: Sweep, store_has_runs: bool, max_runs: int | None) -> str:
             tuned[cell.key] = values
             lines.append(f"searched {cell.key}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     planned = sweep.plan(tuned) if store_has_runs else [ResultRun(c, s, sweep.cell_items(c)) for c, s in grid.runs()]
+    planned = [item for item in planned if item.cell.key not in diverged]
     todo = [item for item in planned if item.action is not Action.SKIP][:max_runs]
     lines.append(f"would run {len(todo)} of {len(planned)} runs:")
     for item in todo:

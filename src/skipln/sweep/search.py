@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skipln.run_vocabulary import CELL_TAG, FITTED, FITTING, PRUNED, SEARCH, SEARCHED, STAGE_TAG, STATE_TAG, TRIAL_TAG, VALUE_TAG_PREFIX
+from skipln.run_vocabulary import (
+    CELL_TAG, DIVERGED, FITTED, FITTING, PRUNED, SEARCH, SEARCHED, STAGE_TAG, STATE_TAG, TRIAL_TAG, VALUE_TAG_PREFIX,
+)
 from skipln.sweep.grid import Cell, Grid, SweepError
 from skipln.sweep.records import run_tags, sweep_runs, value_tags
 from skipln.sweep.store import search_all
@@ -29,6 +32,23 @@ def search_run(sweep: Sweep, cell: Cell) -> Run | None:
     """The cell's ``search`` run, if it has one."""
     runs = [r for r in sweep_runs(sweep.client, sweep.launcher.experiment_id, sweep.grid.name, SEARCH) if r.data.tags.get(CELL_TAG) == cell.key]
     return runs[-1] if runs else None
+
+
+class SearchDiverged(SweepError):
+    """Every trial of a cell's search diverged: a result (the strategy trains at none of the values
+    tried), recorded on the search run so that later invocations neither search again nor run its seeds."""
+
+    def __init__(self, cell_key: str, run_id: str, folder: Path) -> None:
+        super().__init__(
+            f"every trial of the search of {cell_key} diverged, so it has no value to run its seeds at (the trials are "
+            f"under run {run_id}); to search it again, e.g. over other values, delete that run "
+            f"(`mlflow runs delete --run-id {run_id}`) and the folder {folder}"
+        )
+
+
+def search_diverged(run: Run | None) -> bool:
+    """Whether the search ended with every trial diverged."""
+    return run is not None and run.data.tags.get(STATE_TAG) == DIVERGED
 
 
 def searched_values(run: Run | None) -> dict[str, Any] | None:
@@ -49,12 +69,14 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
     done = searched_values(parent)
     if done is not None:
         return done
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", cell.key)
+    path = sweep.storage.absolute() / f"{grid.name}-search" / name
+    if search_diverged(parent):
+        raise SearchDiverged(cell.key, parent.info.run_id, path)
     items = sweep.cell_items(cell)
     if parent is None:
         parent = sweep.client.create_run(sweep.launcher.experiment_id, run_name=f"{cell.name}-search", tags=run_tags(cell, items) | {STAGE_TAG: SEARCH})
     parent_id = parent.info.run_id
-    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", cell.key)
-    path = sweep.storage.absolute() / f"{grid.name}-search" / name
     trainable = tune.with_resources(
         tune.with_parameters(search_trial, launcher=sweep.launcher, cell=cell, items=items, axes=grid.search_axes,
                              search=search, seed=grid.search_seed, parent_run_id=parent_id),
@@ -86,6 +108,11 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
         best = results.get_best_result(metric=OBJECTIVE, mode=search.mode, scope="all")
     except RuntimeError:
         best = None
+    trial_runs = search_all(sweep.client, sweep.launcher.experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
+    if trial_runs and all(run.data.tags.get(STATE_TAG) == DIVERGED for run in trial_runs):
+        sweep.client.set_tag(parent_id, STATE_TAG, DIVERGED)
+        sweep.client.set_terminated(parent_id, "FAILED")
+        raise SearchDiverged(cell.key, parent_id, path)
     if best is None or OBJECTIVE not in (best.metrics or {}):
         sweep.client.set_terminated(parent_id, "FAILED")
         raise SweepError(f"the search of {cell.key} found no value: no trial reported {search.metric} (see the trial runs under run {parent_id})")
