@@ -458,6 +458,12 @@ def trials_markdown(trials: pd.DataFrame) -> str:
     return markdown(table.fillna(""))
 
 
+def trials_legend(trials: pd.DataFrame) -> str:
+    """What an entry of :func:`trials_markdown` is."""
+    return (f"Each entry: the trial's {trials['best_metric'].iloc[0]} (one seed); "
+            "'pruned': ASHA stopped it early, so its value is from fewer steps.")  # fmt: skip
+
+
 # --- learning curves -----------------------------------------------------------------------
 
 
@@ -554,9 +560,7 @@ class Report:
                       "Each cell's search-space axes were tuned by the sweep (Optuna or a grid, with ASHA stopping "
                       "trials that trailed) before its seeds ran at these values."]  # fmt: skip
         if self.trials is not None and len(self.trials):
-            lines += ["", "## The search, trial by trial", "", trials_markdown(self.trials), "",
-                      f"Each entry: the trial's {self.trials['best_metric'].iloc[0]} (one seed); "
-                      "'pruned': ASHA stopped it early, so its value is from fewer steps."]  # fmt: skip
+            lines += ["", "## The search, trial by trial", "", trials_markdown(self.trials), "", trials_legend(self.trials)]
         problems = problem_runs(self.runs)
         if len(problems):
             lines += ["", "## Runs left out", "", markdown(problems.set_index(["net", "strategy"]))]
@@ -602,9 +606,7 @@ def search_only_markdown(trials: pd.DataFrame, title: str) -> str:
     if not len(trials):
         return f"# {title}\n\nNo result runs and no search trials yet.\n"
     return (f"# {title}\n\nNo result runs yet: the search so far, trial by trial (`trials.csv` has the objective at "
-            f"every step each trial reported).\n\n{trials_markdown(trials)}\n\nEach entry: the trial's "
-            f"{trials['best_metric'].iloc[0]} (one seed); 'pruned': ASHA stopped it early, so its value is from fewer "
-            "steps.\n")  # fmt: skip
+            f"every step each trial reported).\n\n{trials_markdown(trials)}\n\n{trials_legend(trials)}\n")  # fmt: skip
 
 
 def search_so_far(client: MlflowClient, experiment: str, sweeps: Sequence[str], best: Objective | None) -> pd.DataFrame:
