@@ -70,6 +70,14 @@ def classified(test_acc: float, val_acc: Sequence[float] = (0.5, 0.6), val_loss:
     return {"test/acc": [test_acc], "val/acc": list(val_acc), "val/loss": [val_loss], "train/loss_epoch": [1.0, 0.5]}
 
 
+def search_trial(store: Store, lr: str, val_acc: Sequence[float], state: str, status: str = "FINISHED") -> str:
+    """A trial of post_ln's search over ``lr``, as the sweep tags it, with its validation accuracy by step."""
+    trial = store.run("post_ln", 0, {"val/acc": list(val_acc)}, status=status)
+    for key, value in (("sweep_stage", "trial"), ("sweep.lr", lr), ("sweep_value.lr", lr), ("sweep_state", state)):
+        store.client.set_tag(trial, key, value)
+    return trial
+
+
 def row(summary: pd.DataFrame, skip: str) -> pd.Series:
     (index,) = summary.index[summary["strategy"] == skip]
     return summary.loc[index]
@@ -294,10 +302,8 @@ def test_the_command_with_a_baseline_adds_the_comparisons_to_the_table_and_a_csv
 
 def test_a_sweep_that_has_only_searched_so_far_reports_its_trials(store: Store, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copyfile(DEFAULTS, (workdir / "configs").mkdir() or workdir / "configs" / "defaults.yaml")
-    for lr, accs, state in (("0.01", (0.70, 0.80), "fitted"), ("0.1", (0.60,), "pruned")):
-        trial = store.run("post_ln", 0, {"val/acc": list(accs)})
-        for key, value in (("sweep_stage", "trial"), ("sweep.lr", lr), ("sweep_value.lr", lr), ("sweep_state", state)):
-            store.client.set_tag(trial, key, value)
+    search_trial(store, "0.01", (0.70, 0.80), "fitted")
+    search_trial(store, "0.1", (0.60,), "pruned")
     assert main(["demo"]) == 0
     out = workdir / "reports" / "demo"
     assert sorted(p.name for p in out.iterdir()) == ["table.md", "trials.csv"]
@@ -340,10 +346,9 @@ def test_search_trials_and_searches_are_not_results(store: Store) -> None:
 
 def test_the_report_lists_every_trial_of_the_search_with_its_best_value_and_whether_it_was_pruned(store: Store, workdir: Path) -> None:
     store.run("post_ln", 0, classified(0.9))
-    for lr, accs, state, status in (("0.01", (0.70, 0.80), "fitted", "FINISHED"), ("0.1", (0.60,), "pruned", "FINISHED"), ("1.0", (), "fitting", "FAILED")):
-        trial = store.run("post_ln", 0, {"val/acc": list(accs)}, status=status)
-        for key, value in (("sweep_stage", "trial"), ("sweep.lr", lr), ("sweep_value.lr", lr), ("sweep_state", state)):
-            store.client.set_tag(trial, key, value)
+    search_trial(store, "0.01", (0.70, 0.80), "fitted")
+    search_trial(store, "0.1", (0.60,), "pruned")
+    search_trial(store, "1.0", (), "fitting", status="FAILED")
     report = store.report()
     assert report.trials is not None
     assert sorted(zip(report.trials["values"], report.trials["best"].fillna(-1))) == [("lr=0.01", 0.8), ("lr=0.1", 0.6), ("lr=1.0", -1)]
@@ -354,10 +359,8 @@ def test_the_report_lists_every_trial_of_the_search_with_its_best_value_and_whet
 
 def test_the_trials_table_holds_the_objective_at_every_step_a_trial_reported(store: Store) -> None:
     store.run("post_ln", 0, classified(0.9))
-    for lr, accs, state in (("0.01", (0.70, 0.80), "fitted"), ("0.1", (0.60,), "pruned")):
-        trial = store.run("post_ln", 0, {"val/acc": list(accs)})
-        for key, value in (("sweep_stage", "trial"), ("sweep.lr", lr), ("sweep_value.lr", lr), ("sweep_state", state)):
-            store.client.set_tag(trial, key, value)
+    search_trial(store, "0.01", (0.70, 0.80), "fitted")
+    search_trial(store, "0.1", (0.60,), "pruned")
     trials = store.report().trials
     assert trials is not None
     assert list(trials.columns[-2:]) == ["val/acc@0", "val/acc@1"]
