@@ -108,7 +108,7 @@ def search_cell(sweep: Sweep, cell: Cell) -> dict[str, Any]:
         best = results.get_best_result(metric=OBJECTIVE, mode=search.mode, scope="all")
     except RuntimeError:
         best = None
-    trial_runs = search_all(sweep.client, sweep.launcher.experiment_id, f"tags.mlflow.parentRunId = '{parent_id}'")
+    trial_runs = search_all(sweep.client, sweep.launcher.experiment_id, _trials_of(parent_id))
     if trial_runs and all(run.data.tags.get(STATE_TAG) == DIVERGED for run in trial_runs):
         sweep.client.set_tag(parent_id, STATE_TAG, DIVERGED)
         sweep.client.set_terminated(parent_id, "FAILED")
@@ -138,13 +138,18 @@ def _search_algorithm(grid: Grid) -> Any:
     return OptunaSearch(seed=grid.search_seed)
 
 
+def _trials_of(parent_id: str) -> str:
+    """The MLflow filter for a search's trial runs (nested under its search run)."""
+    return f"tags.mlflow.parentRunId = '{parent_id}'"
+
+
 def _close_trials(sweep: Sweep, parent_id: str, failed: set[Any]) -> None:
     """Trials that ASHA stopped were killed mid-fit, their runs left RUNNING: record them as pruned.
 
     A trial stopped at its last report, after its fit had ended, has a finished run still marked
     ``fitting``: its fit is complete, so it is ``fitted``.
     """
-    trials = f"tags.mlflow.parentRunId = '{parent_id}'"
+    trials = _trials_of(parent_id)
     for run in search_all(sweep.client, sweep.launcher.experiment_id, f"{trials} and attributes.status = 'RUNNING'"):
         if run.data.tags.get(TRIAL_TAG) in failed:
             sweep.client.set_terminated(run.info.run_id, "FAILED")
