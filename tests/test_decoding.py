@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from skipln.decoding import Hypotheses, SpecialTokens, beam_search, greedy_search
+from skipln.decoding.greedy import rows_at_limit
 from skipln.models.transformer import Transformer
 
 PAD, BOS, EOS = 0, 1, 2
@@ -153,6 +154,13 @@ def test_a_model_that_never_ends_is_stopped_at_a_times_source_length_plus_b(beam
     assert found.lengths.tolist() == [n + 1 for n in limits]
     for row, limit in zip(found.tokens, limits, strict=True):
         assert row[limit] == EOS
+
+
+def test_no_row_is_forced_to_end_before_the_shortest_limit_and_each_row_at_its_own_limit() -> None:
+    limits = torch.tensor([3, 5, 3])
+    assert rows_at_limit(limits, 3, 2) is None
+    assert rows_at_limit(limits, 3, 3).tolist() == [True, False, True]  # type: ignore[union-attr]
+    assert rows_at_limit(limits, 3, 5).tolist() == [True, True, True]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])

@@ -26,6 +26,7 @@ from skipln.decoding.greedy import (
     check_search_args,
     max_lengths,
     next_log_probs,
+    rows_at_limit,
 )
 
 
@@ -67,6 +68,7 @@ def beam_search(
     limits = max_lengths(model, src_lengths, max_len_a, max_len_b)
     steps = int(limits.max()) + 1 if sentences else 0
     row_limits = limits.repeat_interleave(beam)
+    shortest = int(limits.min()) if sentences else 0
 
     # Row r = sentence r // beam, hypothesis r % beam. Column 0 holds bos.
     tokens = torch.full((rows, steps + 1), special.pad, dtype=torch.long, device=device)
@@ -85,11 +87,13 @@ def beam_search(
     cache = model.new_cache() if use_cache else None
 
     for step in range(steps):
-        lprobs = next_log_probs(model, tokens, encoder_out, cache, step, special, min_len, row_limits <= step)
+        lprobs = next_log_probs(
+            model, tokens, encoder_out, cache, step, special, min_len, rows_at_limit(row_limits, shortest, step)
+        )
         vocab = lprobs.shape[-1]
         if 2 * beam > beam * vocab:
             raise ValueError(f"beam_search: beam_size {beam} needs a vocabulary of at least 2 tokens, got {vocab}")
-        candidates = (live_scores.reshape(rows, 1) + lprobs).view(sentences, beam * vocab)
+        candidates = lprobs.add_(live_scores.reshape(rows, 1)).view(sentences, beam * vocab)
         cand_scores, cand_index = candidates.topk(2 * beam, dim=1)  # sorted, best first
         cand_beam = cand_index // vocab
         cand_token = cand_index % vocab
