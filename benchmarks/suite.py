@@ -83,6 +83,9 @@ def row_specs(sizes: Sizes, groups: Iterable[str] = GROUPS, settings: Settings |
                     "transformer/torch", "speed", note="ablation: the same loss on both sides"),
             RowSpec("transformer", "skipln's loss vs F.cross_entropy, both on Post-LN (the loss alone), tok/s", "transformer/post_ln",
                     "transformer/post_ln/torch_loss", "speed", note="ablation: the same model on both sides"),
+            RowSpec("transformer", "skipln's Dropout vs nn.Dropout, both in Post-LN with its loss (the dropout alone), tok/s",
+                    "transformer/post_ln", "transformer/post_ln/torch_dropout", "speed",
+                    note="ablation: the same model and loss on both sides"),
         ]
     if "strategies" in chosen:
         for name in STRATEGY_ROWS:

@@ -7,7 +7,9 @@ Names:
   translation task's loss; ``transformer/torch`` — the same step of
   :class:`benchmarks.references.TorchSeq2Seq` with the same loss written with
   ``F.cross_entropy``. ``transformer/<model>/<loss>`` swaps the loss (``skipln_loss`` or
-  ``torch_loss``), so that the model and the loss are credited separately. All count
+  ``torch_loss``), so that the model and the loss are credited separately;
+  ``transformer/<strategy>/torch_dropout`` is skipln's model and loss with ``nn.Dropout`` in
+  place of :class:`skipln.models.dropout.Dropout`, to credit the dropout. All count
   non-padding target tokens.
 * ``flops/post_ln`` — the Post-LN training step at the FLOP row's sizes (d 512),
   ``flops/headline`` at the training rows' sizes, counting matmul FLOPs; ``matmul`` — one
@@ -44,6 +46,7 @@ from benchmarks.settings import Settings
 from benchmarks.sizes import Sizes
 from skipln.decoding import SpecialTokens, beam_search
 from skipln.errors import ConfigError
+from skipln.models.dropout import Dropout
 from skipln.models.resnet import ResNet
 from skipln.models.transformer import Transformer
 from skipln.skip import DeepNorm, Plain, PostLN, PreLN, RecursiveSkipLN, ReZero, ResiDual, SandwichLN, SkipStrategy
@@ -157,6 +160,8 @@ def _ours_transformer(vocab: int, skip: SkipStrategy, *, dim: int, ffn_dim: int,
 
 #: The losses a training row can pair with a model: each model's own by default; the ablation rows swap them.
 LOSSES: dict[str, Loss] = {"skipln_loss": skipln_loss, "torch_loss": pytorch_loss}
+#: The variant of a training row that swaps skipln's dropout for ``nn.Dropout`` (the dropout's ablation).
+TORCH_DROPOUT = "torch_dropout"
 
 
 def transformer_model(vocab: int, model_name: str, *, dim: int, ffn_dim: int, heads: int, layers: int) -> nn.Module:
@@ -166,21 +171,40 @@ def transformer_model(vocab: int, model_name: str, *, dim: int, ffn_dim: int, he
     return _ours_transformer(vocab, _strategy(model_name), dim=dim, ffn_dim=ffn_dim, heads=heads, layers=layers)
 
 
-def transformer_training(sizes: Sizes, model_name: str, settings: Settings, loss_name: str | None = None) -> Workload:
-    """``transformer/<strategy|torch>[/<loss>]``: one training step; each model trains with its own loss unless ``loss_name`` says."""
-    name = f"transformer/{model_name}" + (f"/{loss_name}" if loss_name is not None else "")
-    if loss_name is None:
-        loss_name = "torch_loss" if model_name == "torch" else "skipln_loss"
+def with_torch_dropout(model: nn.Module) -> nn.Module:
+    """``model`` with every :class:`skipln.models.dropout.Dropout` replaced by an ``nn.Dropout`` of the same rate."""
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, Dropout):
+                setattr(module, child_name, nn.Dropout(child.p))
+    return model
+
+
+def transformer_training(sizes: Sizes, model_name: str, settings: Settings, variant: str | None = None) -> Workload:
+    """``transformer/<strategy|torch>[/<variant>]``: one training step; each model trains with its own loss and dropout
+    unless ``variant`` names a loss (:data:`LOSSES`) or ``torch_dropout``."""
+    name = f"transformer/{model_name}" + (f"/{variant}" if variant is not None else "")
+    torch_dropout = variant == TORCH_DROPOUT
+    if torch_dropout and model_name == "torch":
+        raise ConfigError("benchmarks: transformer/torch already uses nn.Dropout; torch_dropout is for skipln's models")
+    loss_name = "torch_loss" if model_name == "torch" else "skipln_loss"
+    if variant is not None and not torch_dropout:
+        loss_name = variant
     if loss_name not in LOSSES:
-        raise ConfigError(f"benchmarks: unknown loss {loss_name!r}; choose one of {', '.join(LOSSES)}")
+        raise ConfigError(f"benchmarks: unknown variant {variant!r}; choose one of {', '.join([*LOSSES, TORCH_DROPOUT])}")
     torch.manual_seed(0)
     shape = {"dim": sizes.dim, "ffn_dim": sizes.ffn_dim, "heads": sizes.heads, "layers": sizes.layers}
     model = transformer_model(sizes.vocab, model_name, **shape)
+    if torch_dropout:
+        model = with_torch_dropout(model)
     batch = translation_batch(sizes, sizes.sentences, sizes.source_len, sizes.target_len, sizes.vocab)
     tokens = float((batch["target"] != SPECIAL.pad).sum())
     return Workload(
         name, _translation_step(model, batch, LOSSES[loss_name], settings), tokens, "tok", settings.device,
-        info={**shape, "vocab": sizes.vocab, "sentences": sizes.sentences, "dropout": DROPOUT, "loss": loss_name},
+        info={
+            **shape, "vocab": sizes.vocab, "sentences": sizes.sentences, "dropout": DROPOUT, "loss": loss_name,
+            "dropout_module": "nn.Dropout" if torch_dropout or model_name == "torch" else "skipln Dropout",
+        },
     )
 
 
@@ -428,7 +452,7 @@ def build(name: str, sizes: Sizes, settings: Settings | None = None) -> Workload
         builders[name] = lambda: endtoend.WORKLOADS[name](sizes, settings)
     if name not in builders:
         raise ConfigError(
-            f"benchmarks: unknown workload {name!r}; expected transformer/<strategy|torch>[/<loss>], "
+            f"benchmarks: unknown workload {name!r}; expected transformer/<strategy|torch>[/<loss>|torch_dropout], "
             f"beam/<cached|recompute|marian>, resnet/<strategy|torchvision>/<contiguous|channels_last>[/B], "
             f"flops/<post_ln|headline>, matmul or one of {', '.join(endtoend.WORKLOADS)}"
         )

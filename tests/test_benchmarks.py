@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import run
@@ -18,9 +19,10 @@ from benchmarks.references import TorchSeq2Seq, TorchvisionCifarResNet
 from benchmarks.settings import Settings
 from benchmarks.sizes import get_sizes
 from benchmarks.suite import GROUPS, paired_ratio, row_specs
-from benchmarks.workloads import SPECIAL, build, translation_batch
+from benchmarks.workloads import SPECIAL, build, transformer_model, translation_batch, with_torch_dropout
 from skipln.errors import ConfigError
 from skipln.losses import label_smoothed_nll_loss
+from skipln.models.dropout import Dropout
 from skipln.models.resnet import ResNet
 from skipln.models.transformer import Transformer
 
@@ -177,8 +179,21 @@ def test_the_ablation_rows_swap_only_the_loss() -> None:
     assert build("transformer/post_ln/torch_loss", sizes).info["loss"] == "torch_loss"
     assert build("transformer/post_ln", sizes).info["loss"] == "skipln_loss"
     assert build("transformer/torch", sizes).info["loss"] == "torch_loss"
-    with pytest.raises(ConfigError, match="unknown loss 'mse'"):
+    with pytest.raises(ConfigError, match="unknown variant 'mse'"):
         build("transformer/post_ln/mse", sizes)
+
+
+def test_the_dropout_ablation_swaps_only_the_dropout() -> None:
+    sizes = get_sizes("tiny")
+    workload = build("transformer/post_ln/torch_dropout", sizes)
+    assert (workload.info["loss"], workload.info["dropout_module"]) == ("skipln_loss", "nn.Dropout")
+    assert build("transformer/post_ln", sizes).info["dropout_module"] == "skipln Dropout"
+    shape = {"dim": sizes.dim, "ffn_dim": sizes.ffn_dim, "heads": sizes.heads, "layers": sizes.layers}
+    model = transformer_model(sizes.vocab, "post_ln", **shape)
+    rates = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    swapped = with_torch_dropout(model)
+    assert not any(isinstance(m, Dropout) for m in swapped.modules())
+    assert [m.p for m in swapped.modules() if isinstance(m, nn.Dropout)] == rates
 
 
 def test_the_compiled_transformer_goal_is_higher() -> None:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from skipln.errors import ConfigError
+from skipln.models.dropout import Dropout
 from skipln.models.attention import KeysValues, MultiheadAttention
 from skipln.skip import BlockSite, PostLN, SkipConnection, SkipStrategy
 from skipln.skip.stochastic_depth import check_drop_rate, drop_path_or_none, linear_drop_rates, with_drop
@@ -111,7 +112,7 @@ class Embedder(nn.Module):
         self.tokens = tokens
         self.positions = positions
         self.scale = scale
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, tokens: Tensor, start: int = 0) -> Tensor:
         x = self.tokens(tokens) * self.scale + self.positions(tokens.shape[1], start)
@@ -125,7 +126,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.activation = _ACTIVATIONS[activation]()
-        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.activation_dropout = Dropout(activation_dropout)
         self.fc2 = nn.Linear(hidden, dim)
         self.reset_parameters()
 
@@ -167,7 +168,7 @@ class EncoderLayer(nn.Module):
         self.self_attn_skip = skip.build(spec.dim, site=site(sublayer=0))
         self.ffn = FeedForward(spec.dim, spec.ffn_dim, spec.activation, spec.activation_dropout)
         self.ffn_skip = skip.build(spec.dim, site=site(sublayer=1))
-        self.dropout = nn.Dropout(spec.dropout)
+        self.dropout = Dropout(spec.dropout)
         self.drop_path = drop_path_or_none(drop_path)
 
     def connections(self) -> list[tuple[SkipConnection, nn.Module]]:
@@ -220,7 +221,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn_skip = skip.build(spec.dim, site=site(sublayer=1))
         self.ffn = FeedForward(spec.dim, spec.ffn_dim, spec.activation, spec.activation_dropout)
         self.ffn_skip = skip.build(spec.dim, site=site(sublayer=2))
-        self.dropout = nn.Dropout(spec.dropout)
+        self.dropout = Dropout(spec.dropout)
         self.drop_path = drop_path_or_none(drop_path)
 
     def connections(self) -> list[tuple[SkipConnection, nn.Module]]:
