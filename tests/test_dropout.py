@@ -1,4 +1,4 @@
-"""skipln's Dropout: nn.Dropout's law and gradient, a faster mask for float32 CPU tensors, nn.Dropout's own path otherwise."""
+"""skipln's Dropout: nn.Dropout's law and gradient, a faster mask for CPU tensors, nn.Dropout's own path otherwise."""
 
 from __future__ import annotations
 
@@ -47,9 +47,28 @@ def test_evaluation_passes_the_input_through() -> None:
     assert torch.equal(Dropout(P).eval()(x), x)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
-def test_other_dtypes_get_nn_dropouts_own_draws(dtype: torch.dtype) -> None:
-    x = torch.randn(16, 128).to(dtype)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_output_is_what_nn_dropout_computes_from_the_same_mask(dtype: torch.dtype) -> None:
+    x = torch.randn(64, 512).to(dtype)
+    torch.manual_seed(0)
+    y = Dropout(P).train()(x)
+    kept = y != 0
+    assert y.dtype == dtype
+    assert torch.equal(y, (x * kept).mul_(1 / (1 - P)))  # nn.Dropout: input.mul(mask).mul_(scale)
+    assert abs(kept.float().mean().item() - (1 - P)) < 0.01
+
+
+def test_a_half_precision_gradient_is_the_scaled_mask() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(32, 64, dtype=torch.bfloat16, requires_grad=True)
+    y = Dropout(P).train()(x)
+    upstream = torch.randn(32, 64).to(torch.bfloat16)
+    y.backward(upstream)
+    assert torch.equal(x.grad, (upstream * (y.detach() != 0)).mul_(1 / (1 - P)))
+
+
+def test_float64_gets_nn_dropouts_own_draws() -> None:
+    x = torch.randn(16, 128, dtype=torch.float64)
     torch.manual_seed(5)
     ours = Dropout(P).train()(x)
     torch.manual_seed(5)
