@@ -71,11 +71,9 @@ def record_fit_start(trainer: Trainer, checkpoint_dir: Path) -> None:
             new_tags[RESUMED_FROM_TAG] = f"{ckpt_path} (step {trainer.global_step}, epoch {trainer.current_epoch})"
             new_tags[RESUMES_TAG] = str(int(tags.get(RESUMES_TAG, "0") or 0) + 1)
         client.log_batch(run_id, tags=[RunTag(key, value) for key, value in new_tags.items()])
-        if not ckpt_path:
-            continue
-        if RESUME_COMMAND_TAG in tags:
+        if ckpt_path and RESUME_COMMAND_TAG in tags:
             client.delete_tag(run_id, RESUME_COMMAND_TAG)
-        if run.info.status != "RUNNING":
+        if ckpt_path and run.info.status != "RUNNING":
             client.update_run(run_id, status="RUNNING")
 
 
