@@ -112,10 +112,9 @@ class SkipLNCLI(LightningCLI):
             subcommand = next((word for word in self.argv if word in SUBCOMMANDS), None)
             help_command = " ".join(filter(None, [parser.prog, subcommand, "--help"]))
             defaults = self.parser_kwargs.get(subcommand, {}).get("default_config_files", []) if subcommand else []
+            # Of a config file that is not YAML jsonargparse says "<unicode string>": name the file.
             broken = explain_yaml_error([*defaults, *option_values(self.argv, "--config")]) if "Problems parsing config" in str(error) else None
-            if broken is not None:  # jsonargparse says "<unicode string>": name the file
-                raise ConfigError(broken) from error
-            raise ConfigError(explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
+            raise ConfigError(broken or explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():
