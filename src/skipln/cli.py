@@ -34,8 +34,7 @@ from skipln.resumable_runs import Resumable, find_last_checkpoint
 from skipln.resume import LOST_PROCESS, TRACKING_OUTAGE, ResumeState
 from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
 from skipln.run_vocabulary import MLFLOW_LOGGER_CLASSES
-from skipln.tracking import MLflowConfigCallback, flatten_config, name_runs, run_id_of_checkpoint
-from skipln.tracking import check_writable_folder, prepare_tracking_store
+from skipln.tracking import MLflowConfigCallback, check_writable_folder, flatten_config, name_runs, prepare_tracking_store, run_id_of_checkpoint
 from skipln.validation import is_real
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
