@@ -121,32 +121,24 @@ def checkpoint_damage(path: Path) -> str | None:
     return None if bad is None else f"its entry '{bad}' is corrupt (CRC mismatch)"
 
 
-def intact_checkpoints(folder: Path, exclude: Path | None = None) -> list[Path]:
-    """The ``*.ckpt`` files of ``folder`` that are whole, newest first (``exclude`` left out)."""
-    if not folder.is_dir():
-        return []
-    found = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    skip = exclude.absolute() if exclude is not None else None
-    return [p for p in found if p.absolute() != skip and p.is_file() and checkpoint_damage(p) is None]
+def check_checkpoint(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`DamagedCheckpointError` if the checkpoint file at ``path`` is truncated or corrupt.
 
-
-def damaged_message(path: Path) -> str:
-    """One line: which file is damaged, how, and which checkpoint beside it is intact."""
-    damage = checkpoint_damage(path) or "it does not load"
-    intact = intact_checkpoints(path.parent, exclude=path)
-    if intact:
-        advice = f"the newest intact checkpoint in {path.parent} is {intact[0].name}: resume from it with --ckpt_path {intact[0]}"
+    The message says how, and names the newest intact checkpoint beside it.
+    """
+    path = Path(path)
+    damage = checkpoint_damage(path)
+    if damage is None:
+        return
+    others = sorted(path.parent.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    intact = next((p for p in others if p.absolute() != path.absolute() and p.is_file() and checkpoint_damage(p) is None), None)
+    if intact is not None:
+        advice = f"the newest intact checkpoint in {path.parent} is {intact.name}: resume from it with --ckpt_path {intact}"
     else:
         advice = f"no other checkpoint in {path.parent} is intact: start the run again without --ckpt_path"
-    return (
+    raise DamagedCheckpointError(
         f"checkpoint {path} is damaged: {damage} (was its process killed while saving, or the copy cut short?); {advice}"
     )
-
-
-def check_checkpoint(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`DamagedCheckpointError` if the checkpoint file at ``path`` is truncated or corrupt."""
-    if checkpoint_damage(Path(path)) is not None:
-        raise DamagedCheckpointError(damaged_message(Path(path)))
 
 
 def disk_full_message(target: Path, written: int) -> str:
@@ -195,5 +187,4 @@ __all__ = [
     "DiskFullError",
     "check_checkpoint",
     "checkpoint_damage",
-    "intact_checkpoints",
 ]

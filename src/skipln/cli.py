@@ -34,8 +34,7 @@ from skipln.resumable_runs import Resumable, find_last_checkpoint
 from skipln.resume import LOST_PROCESS, TRACKING_OUTAGE, ResumeState
 from skipln.run_summary import fit_summary, predict_summary, print_summary, test_summary
 from skipln.run_vocabulary import MLFLOW_LOGGER_CLASSES
-from skipln.tracking import MLflowConfigCallback, flatten_config, name_runs, run_id_of_checkpoint
-from skipln.tracking import check_writable_folder, prepare_tracking_store
+from skipln.tracking import MLflowConfigCallback, check_writable_folder, flatten_config, name_runs, prepare_tracking_store, run_id_of_checkpoint
 from skipln.validation import is_real
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -112,10 +111,9 @@ class SkipLNCLI(LightningCLI):
             subcommand = next((word for word in self.argv if word in SUBCOMMANDS), None)
             help_command = " ".join(filter(None, [parser.prog, subcommand, "--help"]))
             defaults = self.parser_kwargs.get(subcommand, {}).get("default_config_files", []) if subcommand else []
+            # Of a config file that is not YAML jsonargparse says "<unicode string>": name the file.
             broken = explain_yaml_error([*defaults, *option_values(self.argv, "--config")]) if "Problems parsing config" in str(error) else None
-            if broken is not None:  # jsonargparse says "<unicode string>": name the file
-                raise ConfigError(broken) from error
-            raise ConfigError(explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
+            raise ConfigError(broken or explain_parser_error(str(error), _accepted_options(parser, subcommand), help_command)) from error
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():

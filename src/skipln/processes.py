@@ -31,10 +31,8 @@ def lost_process(exception: BaseException) -> str | None:
     the only sign of what happened.
     """
     for error in exception_chain(exception):
-        if isinstance(error, RuntimeError):
-            found = _LOST_PEER_MESSAGES.search(str(error))
-            if found is not None:
-                return found.group(0)
+        if isinstance(error, RuntimeError) and (found := _LOST_PEER_MESSAGES.search(str(error))):
+            return found.group(0)
     return None
 
 

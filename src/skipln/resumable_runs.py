@@ -185,11 +185,7 @@ def _may_be_alive(tags: Mapping[str, str]) -> bool:
     host, pid = tags.get(HOST_TAG), tags.get(PID_TAG)
     if not host or not pid or not pid.isdigit():
         return False  # never started training (or made before these tags): nothing is running it
-    if host != socket.gethostname():
-        return True
-    if int(pid) == os.getpid():
-        return False
-    return process_alive(int(pid))
+    return host != socket.gethostname() or (int(pid) != os.getpid() and process_alive(int(pid)))
 
 
 __all__ = ["Resumable", "find_last_checkpoint"]

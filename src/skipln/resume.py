@@ -47,7 +47,6 @@ TRACKING_OUTAGE = "tracking server unreachable"
 _STOP_CODES = {TRACKING_OUTAGE: 1, "SIGINT": int(signal.SIGINT), "SIGTERM": int(signal.SIGTERM)}
 
 
-
 class ResumeState(Callback):
     """Writes resumable checkpoints (periodically and on SIGTERM), carries the random state, tags the run.
 
@@ -344,10 +343,8 @@ def _resumes_exactly_after_this_batch(trainer: Trainer) -> bool:
     there logs other metrics than the uninterrupted run), and it does not keep accumulated
     gradients. Those points are covered by the checkpoints after validation and at the epoch's end.
     """
-    validation = compat.validation_due(trainer)
-    if validation is None or compat.accumulating(trainer) or compat.epoch_batches_done(trainer):
-        return False
-    return not validation
+    # validation_due is None before the loader has started.
+    return compat.validation_due(trainer) is False and not compat.accumulating(trainer) and not compat.epoch_batches_done(trainer)
 
 
 def _server_loggers(trainer: Trainer) -> list[ServerMLFlowLogger]:

@@ -7,7 +7,6 @@ have to be found by hand (the bar's ``v_num`` shows four characters of the run i
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 from lightning.pytorch import Trainer
@@ -43,10 +42,8 @@ def fit_summary(trainer: Trainer) -> list[str]:
 
 def test_summary(trainer: Trainer, stage: str = "test") -> list[str]:
     """The run the results went into, and the results."""
-    lines = _run_lines(trainer, stage)
-    metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
-    lines += [f"  {name}: {float(value):.6g}" for name, value in sorted(metrics.items())]
-    return lines
+    metrics = sorted((k, v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/"))
+    return _run_lines(trainer, stage) + [f"  {name}: {float(value):.6g}" for name, value in metrics]
 
 
 def predict_summary(trainer: Trainer) -> list[str]:
@@ -64,7 +61,7 @@ def predict_summary(trainer: Trainer) -> list[str]:
 def print_summary(trainer: Trainer, lines: list[str]) -> None:
     """Print on the global-zero process only, after Lightning's own output."""
     if trainer.is_global_zero and lines:
-        print("\n".join(lines), file=sys.stdout, flush=True)
+        print("\n".join(lines), flush=True)
 
 
 def _run_lines(trainer: Trainer, stage: str) -> list[str]:

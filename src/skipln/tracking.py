@@ -92,16 +92,11 @@ def name_runs(trainer: Trainer, model: LightningModule, datamodule: Any) -> None
                     if key not in existing:
                         logger.experiment.set_tag(run_id, key, value)
                 name = existing.get(RUN_NAME_TAG)
-                if SWEEP_TAG in existing and name:
-                    qualified = sweep_run_name(name, model, datamodule)
-                    if qualified != name:
-                        logger.experiment.set_tag(run_id, RUN_NAME_TAG, qualified)
+                if SWEEP_TAG in existing and name and (qualified := sweep_run_name(name, model, datamodule)) != name:
+                    logger.experiment.set_tag(run_id, RUN_NAME_TAG, qualified)
             continue
-        tags = dict(logger.tags or {})
-        tags.setdefault(RUN_NAME_TAG, run_name(model, datamodule))
-        for key, value in run_tags(model, datamodule).items():
-            tags.setdefault(key, value)
-        logger.tags = tags
+        # Tags the config gave the logger win.
+        logger.tags = {RUN_NAME_TAG: run_name(model, datamodule), **run_tags(model, datamodule), **(logger.tags or {})}
 
 
 def local_store_uri(tracking_uri: str | None) -> str | None:
@@ -181,18 +176,18 @@ def ping_server(uri: str, timeout: float) -> None:
     requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, stream=True).close()
 
 
-def check_server_reachable(uri: str, timeout: float = SERVER_CHECK_TIMEOUT_S) -> None:
+def check_server_reachable(uri: str) -> None:
     """:func:`ping_server` at start-up, a ConfigError with the fix if the server does not answer."""
     import requests  # a dependency of mlflow
 
     try:
-        ping_server(uri, timeout)
+        ping_server(uri, SERVER_CHECK_TIMEOUT_S)
     except requests.RequestException as error:
         reason = type(error).__name__
         if isinstance(error, requests.ConnectionError):
             reason = "connection refused or host unknown"
         elif isinstance(error, requests.Timeout):
-            reason = f"no answer within {timeout:g} s"
+            reason = f"no answer within {SERVER_CHECK_TIMEOUT_S:g} s"
         raise ConfigError(
             f"cannot reach the MLflow tracking server at {uri} ({reason}): start it (`mlflow server --host <host> "
             "--port <port>`) or correct trainer.logger.init_args.tracking_uri; to log locally instead, set "

@@ -161,11 +161,11 @@ def send_missing(client: Any, run_id: str, journal: Path) -> int:
     have: set[tuple[str, int, int, float]] = set()
     for key in {entry["key"] for entry in wanted}:
         have.update((key, m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
-    missing, seen = [], set()
+    missing = []
     for entry in wanted:
         ident = (entry["key"], entry["step"], entry["timestamp"], entry["value"])
-        if ident not in have and ident not in seen:
-            seen.add(ident)
+        if ident not in have:
+            have.add(ident)  # sent once, even if journaled twice
             missing.append(Metric(key=entry["key"], value=entry["value"], timestamp=entry["timestamp"], step=entry["step"]))
     client.log_batch(run_id, metrics=missing, synchronous=True)  # split into batches of 1000 by MLflow's client
     return len(missing)

@@ -219,12 +219,8 @@ def history(client: MlflowClient, run_id: str, key: str) -> pd.Series:
     return pd.Series({m.step: m.value for m in points}, dtype=float, name=key)
 
 
-def best_of(client: MlflowClient, run_id: str, objective: Objective) -> float | None:
-    """The best finite value ``objective`` reached during the run (None if it logged none)."""
-    return _best(history(client, run_id, objective.key), objective)
-
-
 def _best(values: pd.Series, objective: Objective) -> float | None:
+    """The best finite value of ``objective``'s history ``values`` (None if there is none)."""
     values = values[values.map(_finite)]
     return (values.max() if objective.mode == "max" else values.min()) if len(values) else None
 
@@ -258,7 +254,7 @@ def run_frame(
         if run_metric is None:
             unknown.add(info["task"])
             continue
-        best_value = best_of(client, run.info.run_id, run_best) if run_best is not None else None
+        best_value = _best(history(client, run.info.run_id, run_best.key), run_best) if run_best is not None else None
         rows.append(
             {
                 "sweep": sweep,
@@ -362,10 +358,6 @@ def format_mean_std(mean: float, std: float, n: int) -> str:
     return f"{text} (n={n})"
 
 
-def _problems(row: Mapping[str, object]) -> str:
-    return ", ".join(f"{row[p]} {p}" for p in PROBLEMS if row[p])
-
-
 def paper_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Rows (network, strategy), columns ``<data> <metric>`` and ``<data> <best>``: formatted cells.
 
@@ -376,7 +368,7 @@ def paper_table(summary: pd.DataFrame) -> pd.DataFrame:
     for _, row in summary.iterrows():
         cell = cells.setdefault((row["net"], row["strategy"]), {})
         value = format_mean_std(row["value_mean"], row["value_std"], row["value_n"])
-        problems = _problems(row)
+        problems = ", ".join(f"{row[p]} {p}" for p in PROBLEMS if row[p])
         metric_column = f"{row['data']} {row['metric']}"
         cell[metric_column] = f"{value}; {problems}" if problems else value
         new = [metric_column]
@@ -424,14 +416,12 @@ def search_trials(
         for sweep in sweeps:
             for run in sweep_runs(client, experiment_id, sweep, TRIAL):
                 tags = run.data.tags
-                values = {key.removeprefix(VALUE_TAG_PREFIX): tags.get(AXIS_TAG_PREFIX + key.removeprefix(VALUE_TAG_PREFIX), "?")
-                          for key in tags if key.startswith(VALUE_TAG_PREFIX)}  # fmt: skip
                 reported = history(client, run.info.run_id, objective.key) if objective is not None else pd.Series(dtype=float)
                 best = _best(reported, objective) if objective is not None else None
                 rows.append({
                     "sweep": sweep, "cell": tags.get(CELL_TAG), "cell_index": _int(tags.get(CELL_INDEX_TAG)),
                     "strategy": labels.get((sweep, tags.get(CELL_TAG))) or tags.get("skip") or tags.get(CELL_TAG),
-                    "values": ", ".join(f"{axis}={value}" for axis, value in sorted(values.items())),
+                    "values": tuned_values(run),
                     # A trial whose process failed (not diverged) is left in its last state: say it failed.
                     "state": "failed" if run.info.status == "FAILED" and tags.get(STATE_TAG) != DIVERGED else tags.get(STATE_TAG, run.info.status.lower()),
                     "best_metric": str(objective) if objective else None, "best": best, "run_id": run.info.run_id,
@@ -584,13 +574,12 @@ def build_report(
             keys += PROFILES[task].curves if task in PROFILES else []
         curve_keys = list(dict.fromkeys(keys))
     comparisons = against_baseline(frame, baseline) if baseline is not None else None
-    objective = best or next((PROFILES[task].best for task in dict.fromkeys(frame["task"]) if task in PROFILES), None) if len(frame) else best
     trials = None
     if len(frame):
+        objective = best or next((PROFILES[task].best for task in dict.fromkeys(frame["task"]) if task in PROFILES), None)
         sweeps = [sweep for sweep in dict.fromkeys(frame["sweep"]) if sweep and sweep != AD_HOC]
         labels = frame.drop_duplicates(["sweep", "cell"]).set_index(["sweep", "cell"])["strategy"].to_dict()
-        experiments = list(dict.fromkeys(frame["experiment_id"])) if "experiment_id" in frame else []
-        trials = search_trials(client, experiments, sweeps, objective, labels)
+        trials = search_trials(client, list(dict.fromkeys(frame["experiment_id"])), sweeps, objective, labels)
     report = Report(frame, summary, paper_table(summary), tuple(curve_keys), comparisons=comparisons, trials=trials)
     for key in report.curve_keys:
         points = curves(client, frame, key)
