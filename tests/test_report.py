@@ -412,3 +412,8 @@ def test_the_command_without_sweeps_runs_or_filter_says_what_to_give(workdir: Pa
     with pytest.raises(SystemExit):
         main([])
     assert "name the runs to report: sweep names, --runs RUN_ID …, or --filter" in capsys.readouterr().err
+
+
+def test_a_report_of_no_runs_says_where_the_search_trials_are() -> None:
+    with pytest.raises(ReportError, match="no result runs to report.*search_so_far"):
+        build_report(None, [])  # type: ignore[arg-type]

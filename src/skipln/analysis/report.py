@@ -566,6 +566,11 @@ def build_report(
     baseline: str | None = None,
 ) -> Report:
     """Everything :func:`write_report` writes, in memory (the notebook shows it as it is)."""
+    if not runs:
+        raise ReportError(
+            "no result runs to report (a sweep that is still searching has only search trials): "
+            "search_so_far(client, experiment, sweeps, best) gives those, as `python -m skipln.analysis.report` shows them"
+        )
     frame = run_frame(client, runs, metric, best)
     summary = summarize(frame)
     if curve_keys is None:
