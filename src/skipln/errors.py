@@ -155,10 +155,12 @@ def _explain_nested(lines: list[str], see_help: str, see_also: str) -> str:
         indent = len(raw) - len(raw.lstrip(" "))
         while stack and stack[-1].indent >= indent:
             stack.pop()
-        if block := _KEY.search(text) or _CLASS.match(text):
-            is_key = block.re is _KEY
-            stack.append(_Frame(indent, key=block[1] if is_key else None, class_path=None if is_key else block[1]))
-            chain, leaves = list(stack), ([(indent + 1, block[2])] if block[2] else [])
+        if key := _KEY.search(text):
+            stack.append(_Frame(indent, key=key[1]))
+            chain, leaves = list(stack), ([(indent + 1, key[2])] if key[2] else [])
+        elif tried := _CLASS.match(text):
+            stack.append(_Frame(indent, class_path=tried[1]))
+            chain, leaves = list(stack), ([(indent + 1, tried[2])] if tried[2] else [])
         elif not _NOISE.match(text):
             leaves.append((indent, text))
     depth = chain[-1].indent if chain else -1

@@ -59,19 +59,21 @@ def record_fit_start(trainer: Trainer, checkpoint_dir: Path) -> None:
             PID_TAG: str(os.getpid()),
             FIT_STATE_TAG: FIT_RUNNING,
         }
-        if ckpt_path and tags.get(FIT_STATE_TAG) == FIT_RUNNING and tags.get(PID_TAG) != str(os.getpid()):
-            # The process that ran it never said how it ended: it was killed outright (SIGKILL, out of memory).
-            new_tags[INTERRUPTED_TAG] = (
-                f"the process that ran it (pid {tags.get(PID_TAG, '?')} on {tags.get(HOST_TAG, '?')}) ended "
-                "without closing the run (killed outright, e.g. SIGKILL or out of memory)"
-            )
         if ckpt_path:
+            if tags.get(FIT_STATE_TAG) == FIT_RUNNING and tags.get(PID_TAG) != str(os.getpid()):
+                # The process that ran it never said how it ended: it was killed outright (SIGKILL, out of memory).
+                new_tags[INTERRUPTED_TAG] = (
+                    f"the process that ran it (pid {tags.get(PID_TAG, '?')} on {tags.get(HOST_TAG, '?')}) ended "
+                    "without closing the run (killed outright, e.g. SIGKILL or out of memory)"
+                )
             new_tags[RESUMED_FROM_TAG] = f"{ckpt_path} (step {trainer.global_step}, epoch {trainer.current_epoch})"
             new_tags[RESUMES_TAG] = str(int(tags.get(RESUMES_TAG, "0") or 0) + 1)
         client.log_batch(run_id, tags=[RunTag(key, value) for key, value in new_tags.items()])
-        if ckpt_path and RESUME_COMMAND_TAG in tags:
+        if not ckpt_path:
+            continue
+        if RESUME_COMMAND_TAG in tags:
             client.delete_tag(run_id, RESUME_COMMAND_TAG)
-        if ckpt_path and run.info.status != "RUNNING":
+        if run.info.status != "RUNNING":
             client.update_run(run_id, status="RUNNING")
 
 
